@@ -53,10 +53,10 @@ class DoubleWell(Energy):
         return 0.25 * self.a * x1**4 - 0.5 * self.b * x1**2 + self.c * x1
 
     def free_energy_profile(self, x1: np.ndarray) -> np.ndarray:
-        """Exact free energy along x1, ``-log p(x1)``, shifted so that its minimum over ``x1`` is 0.
+        """Exact free energy along x1, ``-log p(x1)`` with ``p`` the normalised marginal density.
 
-        The x2 integral is Gaussian and only adds a constant, so the profile is the
-        x1 part of the energy.
+        The x2 integral is Gaussian and factorises out, so ``p(x1)`` is
+        ``exp(-u1(x1))`` normalised by quadrature.
 
         Parameters
         ----------
@@ -66,8 +66,7 @@ class DoubleWell(Energy):
         -------
         f : ndarray, shape (n,), kT
         """
-        f = self._u1(np.asarray(x1, dtype=float))
-        return f - f.min()
+        return self._u1(np.asarray(x1, dtype=float)) + self.log_partition_x1()
 
     def log_partition_x1(self, lower: float = -np.inf, upper: float = np.inf) -> float:
         """``log`` of the integral of ``exp(-u1(x1))`` over ``lower < x1 < upper``, by quadrature."""
@@ -136,7 +135,9 @@ class MuellerBrown(Energy):
         return xs, ys, u
 
     def free_energy_profile(self, x1: np.ndarray, n: int = 1501) -> np.ndarray:
-        """Exact free energy along x, ``-log p(x)``, by quadrature over y.
+        """Exact free energy along x, ``-log p(x)`` with ``p`` the normalised marginal density.
+
+        Computed by quadrature over y, normalised by quadrature over the box.
 
         Parameters
         ----------
@@ -145,14 +146,13 @@ class MuellerBrown(Energy):
 
         Returns
         -------
-        f : ndarray, shape (m,), kT, shifted so that its minimum over ``x1`` is 0
+        f : ndarray, shape (m,), kT
         """
-        (y_lo, y_hi) = self.box[1]
-        ys = np.linspace(y_lo, y_hi, n)
+        xs, ys, u_grid = self._grid(n)
+        shift = u_grid.min()
+        log_z = np.log(integrate.simpson(integrate.simpson(np.exp(-(u_grid - shift)), x=ys, axis=1), x=xs)) - shift
         u = self.energy_numpy(np.asarray(x1, float)[:, None], ys[None, :])
-        shift = u.min()
-        f = -np.log(integrate.simpson(np.exp(-(u - shift)), x=ys, axis=1)) + shift
-        return f - f.min()
+        return -np.log(integrate.simpson(np.exp(-(u - shift)), x=ys, axis=1)) + shift + log_z
 
     def state_populations(self, indicators: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]], n: int = 1501) -> dict[str, float]:
         """Exact populations of states given by indicator functions of (x, y), by 2-D quadrature.

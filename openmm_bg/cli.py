@@ -1,0 +1,50 @@
+"""The ``openmm-bg`` command.
+
+Each subcommand lives in :mod:`openmm_bg.commands` as a module with two functions,
+``configure(parser)`` that adds its arguments and ``run(args) -> int`` that does
+the work.  Bad input (missing files, mismatched topologies, unknown names) raises
+``ValueError``, ``TypeError`` or ``OSError`` with a clear message; :func:`main`
+turns those into one line on stderr and exit status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+__all__ = ["SUBCOMMANDS", "parse_args", "main"]
+
+#: subcommand name -> module in openmm_bg.commands
+SUBCOMMANDS = {
+    "double-well": "double_well",
+}
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line of ``openmm-bg``."""
+    parser = argparse.ArgumentParser(prog="openmm-bg", description="Boltzmann generators for OpenMM systems.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, module_name in SUBCOMMANDS.items():
+        module = importlib.import_module(f"openmm_bg.commands.{module_name}")
+        sub_parser = sub.add_parser(name, help=module.__doc__.strip().splitlines()[0], description=module.__doc__)
+        module.configure(sub_parser)
+        sub_parser.set_defaults(_run=module.run)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``openmm-bg``; return the exit status."""
+    args = parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except (ValueError, TypeError, OSError, KeyError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"openmm-bg {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,301 @@
+"""Training loop: weighted ML / KL / RC losses with schedules, progress and exact resume.
+
+The loss at iteration ``t`` is ``w_ML(t) J_ML + w_KL(t) mean_k J_KL(tau_k) + w_RC(t) J_RC``
+(see :mod:`openmm_bg.losses`).  A batch whose energies are not all finite is
+reported in the history and skipped (no optimizer step), so an infinite energy never
+reaches the weights; with ``nonfinite="drop"`` the failed samples are left out instead.
+All randomness comes from one ``torch.Generator`` owned by the trainer, saved in
+checkpoints, so that a resumed run continues bit for bit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .generator import BoltzmannGenerator, check_finite
+from .losses import kl_loss, ml_loss, rc_loss
+
+__all__ = ["Schedule", "TrainingConfig", "Trainer"]
+
+
+class Schedule:
+    """A loss weight as a function of the iteration: constant or piecewise linear.
+
+    Parameters
+    ----------
+    spec : float or sequence of (iteration, value) pairs
+        A number is a constant weight.  Pairs are interpolated linearly and held
+        constant before the first and after the last iteration given.
+    """
+
+    def __init__(self, spec: float | Sequence[Sequence[float]]):
+        if isinstance(spec, Schedule):
+            spec = spec.spec
+        if isinstance(spec, (int, float)):
+            points = [(0.0, float(spec))]
+        else:
+            try:
+                points = [(float(t), float(v)) for t, v in spec]
+            except (TypeError, ValueError):
+                raise ValueError(f"a schedule is a number or a list of [iteration, value] pairs, got {spec!r}") from None
+            if not points or any(b[0] <= a[0] for a, b in zip(points, points[1:])):
+                raise ValueError(f"schedule iterations must be strictly increasing, got {spec!r}")
+        if any(not math.isfinite(v) or v < 0 for _, v in points):
+            raise ValueError(f"loss weights must be finite and non-negative, got {spec!r}")
+        self.spec = spec
+        self._t = np.array([p[0] for p in points])
+        self._v = np.array([p[1] for p in points])
+
+    def __call__(self, iteration: int) -> float:
+        return float(np.interp(iteration, self._t, self._v))
+
+    def __repr__(self) -> str:
+        return f"Schedule({self.spec!r})"
+
+
+@dataclass
+class TrainingConfig:
+    """Settings of a training run; every field can come from a YAML file.
+
+    Attributes
+    ----------
+    n_iterations : int
+        Total number of optimizer steps.
+    batch_size : int
+        Training configurations per step for the ML loss.
+    kl_batch_size : int
+        Generator samples per step and temperature for the KL and RC losses.
+    learning_rate : float
+        Adam learning rate.
+    w_ml, w_kl, w_rc : float or list of [iteration, weight]
+        Loss weights (see :class:`Schedule`).
+    temperatures : list of float
+        Relative temperatures ``T / T0`` of the KL loss, averaged with equal weight.
+    energy_cut : float or None
+        Energy (kT) above which the KL loss grows only logarithmically.
+    rc_bandwidth : float
+        Kernel width of the RC loss, in the units of the reaction coordinate.
+    grad_clip : float or None
+        Maximum gradient norm.
+    nonfinite : str
+        ``"skip"`` skips a step with any non-finite energy; ``"drop"`` leaves those samples out.
+    seed : int
+        Seed of the trainer's random generator.
+    """
+
+    n_iterations: int = 1000
+    batch_size: int = 256
+    kl_batch_size: int = 256
+    learning_rate: float = 1e-3
+    w_ml: float | list = 1.0
+    w_kl: float | list = 0.0
+    w_rc: float | list = 0.0
+    temperatures: list = field(default_factory=lambda: [1.0])
+    energy_cut: float | None = 1e3
+    rc_bandwidth: float = 0.1
+    grad_clip: float | None = 100.0
+    nonfinite: str = "skip"
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("n_iterations", "batch_size", "kl_batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.nonfinite not in ("skip", "drop"):
+            raise ValueError(f"nonfinite must be 'skip' or 'drop', got {self.nonfinite!r}")
+        if not self.temperatures or any(not t > 0 for t in self.temperatures):
+            raise ValueError(f"temperatures must be a non-empty list of positive numbers, got {self.temperatures!r}")
+        self.temperatures = [float(t) for t in self.temperatures]
+        for name in ("w_ml", "w_kl", "w_rc"):
+            Schedule(getattr(self, name))
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainingConfig":
+        """Build from a mapping (e.g. parsed YAML); unknown keys raise ``ValueError``."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown training settings {unknown}; known settings are {sorted(known)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        """Plain mapping of all settings, YAML-safe."""
+        return dataclasses.asdict(self)
+
+
+class Trainer:
+    """Trains a :class:`BoltzmannGenerator` by example, by energy and along a reaction coordinate.
+
+    Parameters
+    ----------
+    generator : BoltzmannGenerator
+    config : TrainingConfig
+    data : Tensor, shape (n_data, *event_shape), optional
+        Training configurations for the ML loss; required if ``w_ml`` is ever non-zero.
+    reaction_coordinate : callable, optional
+        Differentiable map from configurations to shape (batch,); required if ``w_rc`` is ever non-zero.
+    """
+
+    def __init__(
+        self,
+        generator: BoltzmannGenerator,
+        config: TrainingConfig | None = None,
+        data: Tensor | None = None,
+        reaction_coordinate: Callable[[Tensor], Tensor] | None = None,
+    ):
+        self.generator = generator
+        self.config = config or TrainingConfig()
+        self.schedules = {name: Schedule(getattr(self.config, f"w_{name}")) for name in ("ml", "kl", "rc")}
+        if data is not None:
+            data = generator._as_batch(data, "data")
+            check_finite(data, "training data")
+            like = generator._param_like()
+            data = data.to(dtype=like.dtype, device=like.device)
+        self.data = data
+        self.reaction_coordinate = reaction_coordinate
+        self._check_requirements()
+        self.optimizer = torch.optim.Adam(generator.parameters(), lr=self.config.learning_rate)
+        self.rng = torch.Generator().manual_seed(self.config.seed)
+        self.iteration = 0
+        self.history: list[dict] = []
+        self.energy_evaluations = 0
+
+    def _check_requirements(self) -> None:
+        def ever_positive(schedule: Schedule) -> bool:
+            return bool((schedule._v > 0).any())
+
+        if ever_positive(self.schedules["ml"]) and self.data is None:
+            raise ValueError("w_ml is non-zero but no training data was given")
+        if ever_positive(self.schedules["rc"]) and self.reaction_coordinate is None:
+            raise ValueError("w_rc is non-zero but no reaction_coordinate was given")
+
+    def step(self) -> dict:
+        """One optimizer step; returns the history row it appended."""
+        cfg, t = self.config, self.iteration
+        weights = {name: schedule(t) for name, schedule in self.schedules.items()}
+        row: dict = {"iteration": t, **{f"w_{k}": v for k, v in weights.items()}}
+        total = None
+        if weights["ml"] > 0:
+            index = torch.randint(0, self.data.shape[0], (cfg.batch_size,), generator=self.rng)
+            j_ml = ml_loss(self.generator, self.data[index.to(self.data.device)])
+            row["ml"] = float(j_ml)
+            total = weights["ml"] * j_ml
+        n_nonfinite = 0
+        if weights["kl"] > 0 or weights["rc"] > 0:
+            kl_terms, rc_terms = [], []
+            for tau in cfg.temperatures:
+                term = kl_loss(self.generator, cfg.kl_batch_size, tau, cfg.energy_cut, self.rng, cfg.nonfinite == "drop")
+                self.energy_evaluations += cfg.kl_batch_size + (term.x.shape[0] if term.n_nonfinite and cfg.nonfinite == "drop" else 0)
+                n_nonfinite += term.n_nonfinite
+                kl_terms.append(term.loss)
+                if weights["rc"] > 0:
+                    rc_terms.append(rc_loss(term.x, self.reaction_coordinate, cfg.rc_bandwidth))
+            j_kl = torch.stack(kl_terms).mean()
+            row["kl"] = float(j_kl)
+            if weights["kl"] > 0:
+                total = weights["kl"] * j_kl if total is None else total + weights["kl"] * j_kl
+            if rc_terms:
+                j_rc = torch.stack(rc_terms).mean()
+                row["rc"] = float(j_rc)
+                total = weights["rc"] * j_rc if total is None else total + weights["rc"] * j_rc
+        row["n_nonfinite"] = n_nonfinite
+        skip = total is None or (n_nonfinite > 0 and cfg.nonfinite == "skip") or not torch.isfinite(total)
+        if total is not None and not skip:
+            self.optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            grads = [p.grad for p in self.generator.parameters() if p.grad is not None]
+            if not all(torch.isfinite(g).all() for g in grads):
+                skip = True
+            else:
+                if cfg.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(self.generator.parameters(), cfg.grad_clip)
+                self.optimizer.step()
+        if skip and total is not None:
+            warnings.warn(
+                f"iteration {t}: skipped the optimizer step ({n_nonfinite} non-finite energies, loss {float(total)})",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        row["loss"] = float(total) if total is not None else float("nan")
+        row["skipped"] = bool(skip)
+        self.history.append(row)
+        self.iteration += 1
+        return row
+
+    def train(self, n_iterations: int | None = None, progress: bool = True) -> list[dict]:
+        """Run until ``n_iterations`` steps in total have been made (default ``config.n_iterations``).
+
+        Returns the history (one dict per iteration: weights, loss terms, skipped, n_nonfinite).
+        """
+        target = self.config.n_iterations if n_iterations is None else int(n_iterations)
+        bar = tqdm(total=target, initial=self.iteration, disable=not progress, desc="training", leave=False)
+        self.generator.train()
+        while self.iteration < target:
+            row = self.step()
+            bar.update(1)
+            if self.iteration % 10 == 0:
+                bar.set_postfix({k: f"{row[k]:.3g}" for k in ("loss", "ml", "kl", "rc") if k in row})
+        bar.close()
+        self.generator.eval()
+        return self.history
+
+    @property
+    def n_skipped(self) -> int:
+        """Number of steps skipped because of non-finite energies, losses or gradients."""
+        return sum(row["skipped"] for row in self.history)
+
+    def history_array(self, key: str) -> np.ndarray:
+        """One column of the history as a float array (``nan`` where the term was not computed)."""
+        return np.array([row.get(key, np.nan) for row in self.history], dtype=float)
+
+    def state_dict(self) -> dict:
+        """Everything needed to resume: model, optimizer, random state, iteration and history."""
+        return {
+            "model": self.generator.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng_state": self.rng.get_state(),
+            "iteration": self.iteration,
+            "history": self.history,
+            "energy_evaluations": self.energy_evaluations,
+            "config": self.config.to_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a state from :meth:`state_dict`."""
+        self.generator.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.rng.set_state(state["rng_state"])
+        self.iteration = int(state["iteration"])
+        self.history = list(state["history"])
+        self.energy_evaluations = int(state.get("energy_evaluations", 0))
+
+    def save_checkpoint(self, path: str | Path) -> Path:
+        """Write :meth:`state_dict` to ``path`` with ``torch.save``; returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(self.state_dict(), path)
+        return path
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Resume from a file written by :meth:`save_checkpoint`."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint not found: {path}")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # torch raises several unrelated types for a corrupt file
+            raise ValueError(f"could not read checkpoint {path}: {error}") from error
+        missing = {"model", "optimizer", "rng_state", "iteration", "history"} - set(state)
+        if missing:
+            raise ValueError(f"checkpoint {path} lacks {sorted(missing)}; it was not written by Trainer.save_checkpoint")
+        self.load_state_dict(state)
