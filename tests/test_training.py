@@ -1,0 +1,115 @@
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import gaussian_generator
+from openmm_bg.distributions import NormalPrior
+from openmm_bg.energies import DoubleWell
+from openmm_bg.flows import real_nvp
+from openmm_bg.generator import BoltzmannGenerator
+from openmm_bg.training import Schedule, Trainer, TrainingConfig
+
+
+def small_generator(seed=0):
+    torch.manual_seed(seed)
+    return BoltzmannGenerator(NormalPrior(2), real_nvp(2, n_blocks=2, hidden=(16,)), DoubleWell()).double()
+
+
+def data():
+    return torch.randn(500, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 0.3 + torch.tensor([-1.7, 0.0], dtype=torch.float64)
+
+
+CONFIG = dict(batch_size=32, kl_batch_size=32, w_ml=[[0, 1.0], [10, 0.5]], w_kl=[[0, 0.0], [5, 1.0]], w_rc=0.2, temperatures=[1.0, 2.0], seed=3)
+
+
+def test_schedule_interpolates_and_validates():
+    s = Schedule([[0, 0.0], [10, 1.0], [20, 0.5]])
+    assert [s(t) for t in (-1, 0, 5, 10, 15, 20, 99)] == [0.0, 0.0, 0.5, 1.0, 0.75, 0.5, 0.5]
+    assert Schedule(0.3)(1000) == 0.3
+    for bad in ([[0, 1.0], [0, 2.0]], [[0, -1.0]], "fast", [[0, float("nan")]]):
+        with pytest.raises(ValueError):
+            Schedule(bad)
+
+
+def test_resume_from_checkpoint_is_exact(tmp_path):
+    straight = Trainer(small_generator(), TrainingConfig(n_iterations=16, **CONFIG), data=data(), reaction_coordinate=lambda x: x[:, 0])
+    straight.train(progress=False)
+
+    first = Trainer(small_generator(), TrainingConfig(n_iterations=16, **CONFIG), data=data(), reaction_coordinate=lambda x: x[:, 0])
+    first.train(8, progress=False)
+    first.save_checkpoint(tmp_path / "ckpt.pt")
+    resumed = Trainer(small_generator(seed=99), TrainingConfig(n_iterations=16, **CONFIG), data=data(), reaction_coordinate=lambda x: x[:, 0])
+    resumed.load_checkpoint(tmp_path / "ckpt.pt")
+    assert resumed.iteration == 8
+    resumed.train(progress=False)
+
+    for (name, a), b in zip(straight.generator.state_dict().items(), resumed.generator.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert straight.history == resumed.history
+    assert straight.energy_evaluations == resumed.energy_evaluations == 32 * 2 * 16
+    assert {"ml", "kl", "rc", "loss", "w_ml", "w_kl", "w_rc"} <= set(straight.history[-1])
+    assert straight.history_array("w_kl")[0] == 0.0 and straight.history_array("w_kl")[-1] == 1.0
+
+
+def test_training_by_example_lowers_the_negative_log_likelihood():
+    trainer = Trainer(small_generator(), TrainingConfig(n_iterations=150, batch_size=128, learning_rate=5e-3), data=data())
+    trainer.train(progress=False)
+    ml = trainer.history_array("ml")
+    assert ml[-20:].mean() < ml[:5].mean() - 1.0
+
+
+def test_nonfinite_energies_skip_the_step_and_are_reported():
+    gen = gaussian_generator(dim=2)
+    base = gen.target.fn
+    calls = {"n": 0}
+
+    def flaky(x):
+        calls["n"] += 1
+        u = base(x)
+        return torch.where(torch.arange(x.shape[0]) == 0, torch.full_like(u, float("nan")), u) if calls["n"] == 2 else u
+
+    gen.target.fn = flaky
+    trainer = Trainer(gen, TrainingConfig(n_iterations=3, w_ml=0.0, w_kl=1.0, kl_batch_size=16, learning_rate=0.1))
+    before = {}
+
+    def snapshot():
+        return [p.detach().clone() for p in gen.parameters()]
+
+    trainer.step()
+    before = snapshot()
+    with pytest.warns(RuntimeWarning, match="1 non-finite energies"):
+        row = trainer.step()
+    assert row["skipped"] and row["n_nonfinite"] == 1
+    assert all(torch.equal(a, b) for a, b in zip(before, snapshot()))
+    row = trainer.step()
+    assert not row["skipped"] and not all(torch.equal(a, b) for a, b in zip(before, snapshot()))
+    assert trainer.n_skipped == 1
+
+
+def test_missing_inputs_and_bad_settings_raise():
+    with pytest.raises(ValueError, match="no training data"):
+        Trainer(small_generator(), TrainingConfig(w_ml=1.0))
+    with pytest.raises(ValueError, match="no reaction_coordinate"):
+        Trainer(small_generator(), TrainingConfig(w_ml=0.0, w_kl=1.0, w_rc=[[0, 0.0], [10, 1.0]]))
+    with pytest.raises(ValueError, match="non-finite"):
+        Trainer(small_generator(), TrainingConfig(), data=torch.full((4, 2), float("nan"), dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"unknown training settings \['learning_rat'\]"):
+        TrainingConfig.from_dict({"learning_rat": 0.1})
+    with pytest.raises(ValueError, match="nonfinite"):
+        TrainingConfig(nonfinite="ignore")
+
+
+def test_corrupt_or_missing_checkpoint(tmp_path):
+    trainer = Trainer(small_generator(), TrainingConfig(), data=data())
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        trainer.load_checkpoint(tmp_path / "nope.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="could not read checkpoint"):
+        trainer.load_checkpoint(bad)
+    other = tmp_path / "other.pt"
+    torch.save({"model": {}}, other)
+    with pytest.raises(ValueError, match="lacks"):
+        trainer.load_checkpoint(other)
