@@ -18,7 +18,7 @@ __all__ = ["SUBCOMMANDS", "parse_args", "main"]
 
 #: subcommand name -> module in openmm_bg.commands
 SUBCOMMANDS = {
-    "double-well": "double_well",
+    "toy": "toy",
 }
 
 

@@ -188,7 +188,7 @@ class Trainer:
         if weights["ml"] > 0:
             index = torch.randint(0, self.data.shape[0], (cfg.batch_size,), generator=self.rng)
             j_ml = ml_loss(self.generator, self.data[index.to(self.data.device)])
-            row["ml"] = float(j_ml)
+            row["ml"] = j_ml.item()
             total = weights["ml"] * j_ml
         n_nonfinite = 0
         if weights["kl"] > 0 or weights["rc"] > 0:
@@ -201,12 +201,12 @@ class Trainer:
                 if weights["rc"] > 0:
                     rc_terms.append(rc_loss(term.x, self.reaction_coordinate, cfg.rc_bandwidth))
             j_kl = torch.stack(kl_terms).mean()
-            row["kl"] = float(j_kl)
+            row["kl"] = j_kl.item()
             if weights["kl"] > 0:
                 total = weights["kl"] * j_kl if total is None else total + weights["kl"] * j_kl
             if rc_terms:
                 j_rc = torch.stack(rc_terms).mean()
-                row["rc"] = float(j_rc)
+                row["rc"] = j_rc.item()
                 total = weights["rc"] * j_rc if total is None else total + weights["rc"] * j_rc
         row["n_nonfinite"] = n_nonfinite
         skip = total is None or (n_nonfinite > 0 and cfg.nonfinite == "skip") or not torch.isfinite(total)
@@ -222,11 +222,11 @@ class Trainer:
                 self.optimizer.step()
         if skip and total is not None:
             warnings.warn(
-                f"iteration {t}: skipped the optimizer step ({n_nonfinite} non-finite energies, loss {float(total)})",
+                f"iteration {t}: skipped the optimizer step ({n_nonfinite} non-finite energies, loss {total.item()})",
                 RuntimeWarning,
                 stacklevel=2,
             )
-        row["loss"] = float(total) if total is not None else float("nan")
+        row["loss"] = total.item() if total is not None else float("nan")
         row["skipped"] = bool(skip)
         self.history.append(row)
         self.iteration += 1

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from .base import Energy
 
-__all__ = ["DoubleWell", "MuellerBrown"]
+__all__ = ["DoubleWell", "MuellerBrown", "metropolis_samples"]
 
 
 class DoubleWell(Energy):
@@ -176,3 +176,51 @@ class MuellerBrown(Energy):
             mask = np.asarray(ind(X, Y), dtype=float)
             out[name] = float(integrate.simpson(integrate.simpson(p * mask, x=ys, axis=1), x=xs) / norm)
         return out
+
+
+def metropolis_samples(
+    energy: Energy,
+    start: Tensor,
+    n_samples: int,
+    step: float = 0.2,
+    n_chains: int = 100,
+    thin: int = 10,
+    burn_in: int = 200,
+    seed: int = 0,
+) -> Tensor:
+    """Local Metropolis Monte Carlo, the toy stand-in for an MD trajectory.
+
+    Chains start at ``start`` and move by Gaussian steps, so like MD they stay in the
+    basin they start in when the barriers are high.
+
+    Parameters
+    ----------
+    energy : Energy
+        Reduced energy on tensors of shape (batch, *energy.event_shape).
+    start : Tensor, shape event_shape
+    n_samples : int
+        Number of configurations returned (taken evenly from all chains).
+    step : float
+        Standard deviation of the Gaussian proposal.
+    n_chains, thin, burn_in : int
+        Parallel chains, steps between kept samples, and discarded first steps.
+    seed : int
+
+    Returns
+    -------
+    Tensor, shape (n_samples, *event_shape), float64
+    """
+    rng = torch.Generator().manual_seed(seed)
+    x = torch.as_tensor(start, dtype=torch.float64).expand(n_chains, *energy.event_shape).clone()
+    u = energy(x)
+    kept = []
+    n_rounds = -(-n_samples // n_chains)
+    for i in range(burn_in + n_rounds * thin):
+        proposal = x + step * torch.randn(x.shape, generator=rng, dtype=torch.float64)
+        u_new = energy(proposal)
+        accept = torch.rand(n_chains, generator=rng, dtype=torch.float64).log() < u - u_new
+        x = torch.where(accept.reshape(-1, *[1] * len(energy.event_shape)), proposal, x)
+        u = torch.where(accept, u_new, u)
+        if i >= burn_in and (i - burn_in) % thin == thin - 1:
+            kept.append(x.clone())
+    return torch.cat(kept)[:n_samples]
