@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, fields
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -13,7 +15,7 @@ from .distributions import NormalPrior
 from .energies.base import Energy, as_energy
 from .flows.base import Bijection
 
-__all__ = ["GeneratorSample", "BoltzmannGenerator", "check_finite"]
+__all__ = ["GeneratorSample", "BoltzmannGenerator", "check_finite", "save_generator", "load_generator", "CHECKPOINT_FORMAT"]
 
 
 def check_finite(x: Tensor, name: str = "x") -> None:
@@ -73,9 +75,11 @@ class BoltzmannGenerator(nn.Module):
         Latent distribution; its ``dim`` is the flow's latent size.
     flow : Bijection
         Maps configurations (batch, *event_shape) to latents (batch, prior.dim).
-    energy : Energy or callable
+    energy : Energy, callable or None
         Reduced target energy at the reference temperature; a plain callable maps a
-        tensor (batch, *event_shape) to (batch,).
+        tensor (batch, *event_shape) to (batch,).  ``None`` gives a generator that can
+        propose configurations and evaluate its own density (what an MCMC move needs)
+        but not compute energies or weights.
     event_shape : tuple of int, optional
         Shape of one configuration; taken from ``energy`` when it is an :class:`Energy`.
     """
@@ -84,7 +88,7 @@ class BoltzmannGenerator(nn.Module):
         self,
         prior: NormalPrior,
         flow: Bijection,
-        energy: Energy | Callable[[Tensor], Tensor],
+        energy: Energy | Callable[[Tensor], Tensor] | None,
         event_shape: tuple[int, ...] | None = None,
     ):
         super().__init__()
@@ -99,7 +103,7 @@ class BoltzmannGenerator(nn.Module):
         self.prior = prior
         self.flow = flow
         self.event_shape = tuple(int(s) for s in event_shape)
-        self.target = as_energy(energy, self.event_shape)
+        self.target = None if energy is None else as_energy(energy, self.event_shape)
 
     @property
     def dim(self) -> int:
@@ -120,9 +124,14 @@ class BoltzmannGenerator(nn.Module):
             raise ValueError(f"{name} must have shape (batch, {', '.join(map(str, self.event_shape))}), got {tuple(x.shape)}")
         return x.reshape(x.shape[0], *self.event_shape)
 
+    def _require_target(self) -> Energy:
+        if self.target is None:
+            raise ValueError("this generator has no target energy; build it with energy=... to compute energies and weights")
+        return self.target
+
     def energy(self, x: Tensor, temperature: float = 1.0) -> Tensor:
         """Reduced target energy at relative temperature ``tau``: ``u_0(x) / tau``, shape (batch,)."""
-        return self.target(self._as_batch(x)) / temperature
+        return self._require_target()(self._as_batch(x)) / temperature
 
     def log_prob(self, x: Tensor, temperature: float = 1.0) -> Tensor:
         """Log density of the generator at configurations ``x``, shape (batch,).
@@ -133,6 +142,28 @@ class BoltzmannGenerator(nn.Module):
         check_finite(x, "x")
         z, ladj = self.flow.forward(x)
         return self.prior.log_prob(z, temperature) + ladj
+
+    def propose(
+        self,
+        n: int,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        with_grad: bool = False,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Draw ``n`` configurations without evaluating the target energy.
+
+        Returns
+        -------
+        x : Tensor, shape (n, *event_shape)
+        z : Tensor, shape (n, latent_dim)
+        log_prob : Tensor, shape (n,)
+            Generator log density at ``x``.
+        """
+        like = self._param_like()
+        with torch.set_grad_enabled(with_grad):
+            z = self.prior.sample(n, temperature, generator=generator, dtype=like.dtype, device=like.device)
+            x, ladj_zx = self.flow.inverse(z)
+            return x.reshape(n, *self.event_shape), z, self.prior.log_prob(z, temperature) - ladj_zx
 
     def sample(
         self,
@@ -158,14 +189,88 @@ class BoltzmannGenerator(nn.Module):
         -------
         GeneratorSample
         """
-        like = self._param_like()
+        target = self._require_target()
+        x, z, log_prob = self.propose(n, temperature, generator, with_grad)
         with torch.set_grad_enabled(with_grad):
-            z = self.prior.sample(n, temperature, generator=generator, dtype=like.dtype, device=like.device)
-            x, ladj_zx = self.flow.inverse(z)
-            x = x.reshape(n, *self.event_shape)
-            log_prob = self.prior.log_prob(z, temperature) - ladj_zx
-            u = self.target(x) / temperature
+            u = target(x) / temperature
             # The energy contract reports failures as +inf; a NaN from an analytic energy is the same failure.
             u = torch.where(torch.isnan(u), torch.full_like(u, float("inf")), u)
             log_weight = -u - log_prob
         return GeneratorSample(x=x, z=z, log_prob=log_prob, energy=u, log_weight=log_weight)
+
+
+#: format tag written into every generator checkpoint
+CHECKPOINT_FORMAT = "openmm_bg.generator/1"
+
+
+def _import_builder(path: str) -> Callable[..., BoltzmannGenerator]:
+    module_name, _, attribute = path.rpartition(".")
+    if not module_name.startswith("openmm_bg") and module_name.split(".")[0] not in _TRUSTED_BUILDER_PACKAGES:
+        raise ValueError(f"generator builder {path!r} is outside openmm_bg; register its package in openmm_bg.generator._TRUSTED_BUILDER_PACKAGES")
+    try:
+        return getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"cannot import generator builder {path!r}: {error}") from error
+
+
+#: top-level packages, besides openmm_bg, whose builders load_generator may import
+_TRUSTED_BUILDER_PACKAGES: set[str] = set()
+
+
+def save_generator(generator: BoltzmannGenerator, path: str | Path, builder: str, builder_kwargs: dict[str, Any], metadata: dict[str, Any] | None = None) -> Path:
+    """Write a generator checkpoint that can be reloaded without the training data.
+
+    The architecture is stored as a recipe, not as pickled code: ``builder`` is the
+    dotted path of a function ``builder(energy=None, **builder_kwargs) -> BoltzmannGenerator``
+    that rebuilds an untrained generator of the same shape, and ``builder_kwargs``
+    are plain, YAML-safe values (numbers, strings, lists, dicts, numpy-free).  Weights
+    and buffers (normalisation statistics, z-matrix) travel in the state dict.
+
+    Parameters
+    ----------
+    generator : BoltzmannGenerator
+    path : str or Path
+    builder : str
+        e.g. ``"openmm_bg.toy_demo.build_toy_generator"``.
+    builder_kwargs : dict
+    metadata : dict, optional
+        Anything YAML-safe to keep alongside (training settings, provenance).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _import_builder(builder)
+    torch.save(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "builder": builder,
+            "builder_kwargs": builder_kwargs,
+            "state_dict": generator.state_dict(),
+            "metadata": metadata or {},
+        },
+        path,
+    )
+    return path
+
+
+def load_generator(path: str | Path, energy: Energy | Callable[[Tensor], Tensor] | None = None) -> BoltzmannGenerator:
+    """Rebuild a generator from :func:`save_generator`; ``energy`` becomes its target (or ``None``).
+
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for a file that
+    is not a readable generator checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"generator checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several unrelated types for a corrupt file
+        raise ValueError(f"could not read generator checkpoint {path}: {error}") from error
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        got = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"{path} is not an openmm_bg generator checkpoint (expected format {CHECKPOINT_FORMAT!r}, got {got!r})")
+    generator = _import_builder(state["builder"])(energy=energy, **state["builder_kwargs"])
+    try:
+        generator.load_state_dict(state["state_dict"])
+    except RuntimeError as error:
+        raise ValueError(f"generator checkpoint {path} does not fit the architecture its builder makes: {error}") from error
+    return generator

@@ -96,3 +96,49 @@ def test_bad_input_raises_clear_errors():
         BoltzmannGenerator(NormalPrior(2), torch.nn.Linear(2, 2), DoubleWell())
     with pytest.raises(ValueError, match=r"energy function must return a tensor of shape \(4,\)"):
         BoltzmannGenerator(NormalPrior(2), real_nvp(2), lambda x: x, event_shape=(2,)).energy(torch.zeros(4, 2))
+
+
+def test_generator_checkpoint_round_trip_without_training_data(tmp_path):
+    from openmm_bg.builders import realnvp_generator
+    from openmm_bg.generator import load_generator, save_generator
+
+    kwargs = {"event_shape": [2], "n_blocks": 2, "hidden": [16]}
+    gen = realnvp_generator(DoubleWell(), **kwargs)
+    with torch.no_grad():
+        for p in gen.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    path = save_generator(gen, tmp_path / "g.pt", "openmm_bg.builders.realnvp_generator", kwargs, {"note": "test"})
+    loaded = load_generator(path, energy=DoubleWell())
+    x = torch.randn(5, 2, dtype=torch.float64)
+    assert torch.equal(loaded.log_prob(x), gen.log_prob(x))
+    # without an energy it still proposes and evaluates densities, but refuses energies
+    bare = load_generator(path)
+    xs, z, log_prob = bare.propose(4, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(bare.log_prob(xs), log_prob, atol=1e-10)
+    with pytest.raises(ValueError, match="no target energy"):
+        bare.sample(3)
+
+
+def test_generator_checkpoint_errors(tmp_path):
+    from openmm_bg.generator import load_generator, save_generator
+
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_generator(tmp_path / "missing.pt")
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x00garbage")
+    with pytest.raises(ValueError, match="could not read"):
+        load_generator(corrupt)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": 1}, other)
+    with pytest.raises(ValueError, match="not an openmm_bg generator checkpoint"):
+        load_generator(other)
+    with pytest.raises(ValueError, match="outside openmm_bg"):
+        save_generator(gaussian_generator(), tmp_path / "x.pt", "os.system", {})
+    from openmm_bg.builders import realnvp_generator
+
+    path = save_generator(realnvp_generator(event_shape=[2], n_blocks=1), tmp_path / "g.pt", "openmm_bg.builders.realnvp_generator", {"event_shape": [2], "n_blocks": 1})
+    state = torch.load(path, weights_only=True)
+    state["builder_kwargs"]["n_blocks"] = 2
+    torch.save(state, path)
+    with pytest.raises(ValueError, match="does not fit"):
+        load_generator(path)
