@@ -9,14 +9,17 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
+import numpy as np
+import torch
 from torch import Tensor
 
+from .coordinates import GuardedCoordinates, InternalCoordinateNormalization, InternalCoordinateTransform
 from .distributions import NormalPrior
 from .energies.base import Energy
-from .flows import real_nvp
+from .flows import Sequential, real_nvp
 from .generator import BoltzmannGenerator
 
-__all__ = ["realnvp_generator"]
+__all__ = ["realnvp_generator", "molecular_generator", "molecular_generator_from_data"]
 
 
 def realnvp_generator(
@@ -50,3 +53,94 @@ def realnvp_generator(
     flow = real_nvp(dim, n_blocks=n_blocks, hidden=tuple(hidden), scale_bound=scale_bound)
     generator = BoltzmannGenerator(NormalPrior(dim, sigma), flow, energy, event_shape=event_shape)
     return generator.double() if double else generator
+
+
+def molecular_generator(
+    energy: Energy | Callable[[Tensor], Tensor] | None = None,
+    *,
+    zmatrix: Sequence[Sequence[int]],
+    constraints: Sequence[Sequence[float]] | None = None,
+    remove_rigid_body: bool = True,
+    n_blocks: int = 6,
+    hidden: Sequence[int] = (128, 128),
+    scale_bound: float = 2.0,
+    permute: bool = True,
+    sigma: float = 1.0,
+    double: bool = True,
+) -> BoltzmannGenerator:
+    """Internal coordinates, normalisation, RealNVP and a Gaussian prior for one molecule.
+
+    The normalisation starts neutral; fit it with :func:`molecular_generator_from_data`
+    or load it with the state dict of a checkpoint.
+
+    Parameters
+    ----------
+    energy : Energy, callable or None
+        Reduced energy on positions (batch, n_atoms, 3) nm.
+    zmatrix : list of [atom, bond, angle, torsion]
+        See :func:`openmm_bg.coordinates.validate_zmatrix`.
+    constraints : list of [i, j, length_nm], optional
+        Bonds held at fixed length.
+    remove_rigid_body : bool
+        Leave the six rigid-body coordinates out (right for energies invariant under
+        rigid motion: vacuum and implicit solvent).
+    n_blocks, hidden, scale_bound, permute
+        See :func:`openmm_bg.flows.real_nvp`.
+    sigma : float
+        Prior width.
+    double : bool
+        Use float64.
+    """
+    zm = np.asarray(zmatrix, dtype=np.int64)
+    constraint_map = {(int(i), int(j)): float(length) for i, j, length in (constraints or [])}
+    transform = InternalCoordinateTransform(zm, constraints=constraint_map, remove_rigid_body=remove_rigid_body)
+    coordinates = GuardedCoordinates(transform, InternalCoordinateNormalization(transform.circular))
+    flow = Sequential(coordinates, real_nvp(transform.dim, n_blocks=n_blocks, hidden=tuple(hidden), scale_bound=scale_bound, permute=permute))
+    generator = BoltzmannGenerator(NormalPrior(transform.dim, sigma), flow, energy, event_shape=(transform.n_atoms, 3))
+    return generator.double() if double else generator
+
+
+def molecular_generator_from_data(
+    topology,
+    positions: Tensor | np.ndarray,
+    energy: Energy | Callable[[Tensor], Tensor] | None = None,
+    *,
+    system=None,
+    zmatrix: Sequence[Sequence[int]] | None = None,
+    **architecture,
+) -> tuple[BoltzmannGenerator, dict]:
+    """Build a molecular generator and fit its normalisation on training positions.
+
+    Parameters
+    ----------
+    topology : mdtraj.Topology or openmm.app.Topology
+    positions : array, shape (n_frames, n_atoms, 3), nm
+        Training configurations.
+    energy : Energy, callable or None
+    system : openmm.System, optional
+        Its constraints are held fixed.
+    zmatrix : optional
+        Your own z-matrix; by default one is built from the topology.
+    **architecture
+        Keywords of :func:`molecular_generator` (``n_blocks``, ``hidden``, ...).
+
+    Returns
+    -------
+    generator : BoltzmannGenerator
+    builder_kwargs : dict
+        Plain keywords that rebuild the architecture with :func:`molecular_generator`,
+        for :func:`openmm_bg.generator.save_generator`.
+    """
+    remove_rigid_body = architecture.pop("remove_rigid_body", True)
+    transform = InternalCoordinateTransform.from_topology(topology, system=system, zmatrix=zmatrix, remove_rigid_body=remove_rigid_body)
+    constraints = [[int(i), int(j), float(length)] for (i, j), length in zip(transform.constrained_atoms.tolist(), transform.constrained_lengths.tolist())]
+    kwargs = {"zmatrix": transform.zmatrix.tolist(), "constraints": constraints, "remove_rigid_body": remove_rigid_body, **architecture}
+    kwargs = {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}
+    generator = molecular_generator(energy, **kwargs)
+    x = torch.as_tensor(np.asarray(positions), dtype=torch.float64)
+    if x.ndim != 3 or x.shape[1:] != (transform.n_atoms, 3):
+        raise ValueError(f"positions must have shape (n_frames, {transform.n_atoms}, 3) in nm, got {tuple(x.shape)}")
+    q, _ = transform.forward(x)
+    coordinates = generator.flow[0]
+    coordinates.normalization.load_state_dict(InternalCoordinateNormalization.fit(q, transform.circular).state_dict())
+    return generator, kwargs

@@ -195,7 +195,8 @@ class BoltzmannGenerator(nn.Module):
             u = target(x) / temperature
             # The energy contract reports failures as +inf; a NaN from an analytic energy is the same failure.
             u = torch.where(torch.isnan(u), torch.full_like(u, float("inf")), u)
-            log_weight = -u - log_prob
+            # a sample outside the flow's domain has NaN positions and log_prob; its weight is zero, not NaN
+            log_weight = torch.where(torch.isfinite(u), -u - log_prob, torch.full_like(u, -float("inf")))
         return GeneratorSample(x=x, z=z, log_prob=log_prob, energy=u, log_weight=log_weight)
 
 

@@ -13,13 +13,17 @@ __all__ = ["InternalCoordinateNormalization"]
 
 
 class InternalCoordinateNormalization(Bijection):
-    """Standardise non-periodic coordinates and scale periodic ones to [-1, 1].
+    """Standardise non-periodic coordinates and scale periodic ones to [-1, 1).
 
     ``forward`` maps ``q`` to ``(q - mean) / std`` on the non-circular
     dimensions (bonds, angles, rigid-body translation and ``theta``) and to
-    ``q / pi`` on the circular ones, so torsions in [-pi, pi] land in
-    [-1, 1] with period 2.  The log-determinant is the constant
-    ``-sum log std - n_circular log pi`` for ``forward``.
+    ``wrap(q - offset) / pi`` on the circular ones, where ``wrap`` brings an
+    angle into [-pi, pi).  The rotation by ``offset`` moves the cut of each
+    circle, where the flow's range ends, to the angle ``offset + pi``; :meth:`fit`
+    puts it where the training data are sparsest, so that no populated state is
+    split in two.  A rotation of the circle has unit Jacobian, so the
+    log-determinant is the constant ``-sum log std - n_circular log pi`` for
+    ``forward``.  ``inverse`` does not wrap: it returns ``offset + pi y``.
 
     ``mean`` and ``std`` are registered buffers, so they travel with the
     model's ``state_dict``; to reload one, build the layer with the same
@@ -36,9 +40,11 @@ class InternalCoordinateNormalization(Bijection):
     std : Tensor, shape (dim,), optional
         Width of each dimension, positive; ignored (kept at 1) for circular
         ones.  Default 1.
+    offset : Tensor, shape (dim,), optional
+        Rotation of each circular dimension, radians; ignored for the others.  Default 0.
     """
 
-    def __init__(self, circular: Tensor, mean: Tensor | None = None, std: Tensor | None = None):
+    def __init__(self, circular: Tensor, mean: Tensor | None = None, std: Tensor | None = None, offset: Tensor | None = None):
         super().__init__()
         circular = torch.as_tensor(circular)
         if circular.dtype != torch.bool or circular.ndim != 1:
@@ -56,12 +62,16 @@ class InternalCoordinateNormalization(Bijection):
         std = torch.where(circular, torch.full_like(std, math.pi), std)
         if not (std > 0).all():
             raise ValueError(f"std must be positive, got minimum {float(std.min())}")
+        offset = torch.zeros(dim, dtype=torch.float64) if offset is None else torch.as_tensor(offset, dtype=torch.float64)
+        if offset.shape != (dim,) or not torch.isfinite(offset).all():
+            raise ValueError(f"offset must be a finite tensor of shape ({dim},), got shape {tuple(offset.shape)}")
         self.register_buffer("circular", circular.clone())
         self.register_buffer("mean", mean)
         self.register_buffer("std", std)
+        self.register_buffer("offset", torch.where(circular, offset, torch.zeros_like(offset)))
 
     @classmethod
-    def fit(cls, q: Tensor, circular: Tensor, min_std: float = 1e-8) -> "InternalCoordinateNormalization":
+    def fit(cls, q: Tensor, circular: Tensor, min_std: float = 1e-8, n_angle_bins: int = 36) -> "InternalCoordinateNormalization":
         """Estimate means and widths from training data.
 
         Parameters
@@ -73,6 +83,9 @@ class InternalCoordinateNormalization(Bijection):
             A non-circular dimension with a smaller standard deviation is
             rejected: a constant coordinate (a constrained bond left in, say)
             cannot be standardised.
+        n_angle_bins : int
+            Histogram bins used to find the sparsest angle of each circular
+            dimension, where its cut is placed.
 
         Returns
         -------
@@ -92,7 +105,7 @@ class InternalCoordinateNormalization(Bijection):
         if narrow.any():
             dims = narrow.nonzero().flatten().tolist()
             raise ValueError(f"dimensions {dims[:10]} have a standard deviation below {min_std}; a constant coordinate cannot be standardised")
-        return cls(circular.cpu(), mean.cpu(), std.cpu())
+        return cls(circular.cpu(), mean.cpu(), std.cpu(), _sparsest_cut_offsets(data, circular.cpu(), n_angle_bins))
 
     def _log_scale(self, q: Tensor) -> Tensor:
         return torch.log(self.std).sum().to(q.dtype).expand(q.shape[0])
@@ -112,8 +125,9 @@ class InternalCoordinateNormalization(Bijection):
             ``-sum log std`` (with ``std = pi`` on circular dimensions).
         """
         check_flat(q, self.std.shape[0], "internal coordinates")
-        y = (q - self.mean.to(q.dtype)) / self.std.to(q.dtype)
-        return y, -self._log_scale(q)
+        shifted = q - self.mean.to(q.dtype) - self.offset.to(q.dtype)
+        shifted = torch.where(self.circular, torch.remainder(shifted + math.pi, 2 * math.pi) - math.pi, shifted)
+        return shifted / self.std.to(q.dtype), -self._log_scale(q)
 
     def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
         """Undo the normalisation.
@@ -129,5 +143,21 @@ class InternalCoordinateNormalization(Bijection):
             ``+sum log std``.
         """
         check_flat(y, self.std.shape[0], "normalised coordinates")
-        q = y * self.std.to(y.dtype) + self.mean.to(y.dtype)
+        q = y * self.std.to(y.dtype) + self.mean.to(y.dtype) + self.offset.to(y.dtype)
         return q, self._log_scale(y)
+
+
+def _sparsest_cut_offsets(q: Tensor, circular: Tensor, n_bins: int) -> Tensor:
+    """Per circular dimension, the offset that puts the cut at the centre of the emptiest histogram bin."""
+    offsets = torch.zeros(q.shape[1], dtype=torch.float64)
+    edges = torch.linspace(-math.pi, math.pi, n_bins + 1, dtype=torch.float64)
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    for d in circular.nonzero().flatten().tolist():
+        angles = torch.remainder(q[:, d] + math.pi, 2 * math.pi) - math.pi
+        counts = torch.histc(angles, bins=n_bins, min=-math.pi, max=math.pi)
+        # circular smoothing over a quarter turn puts the cut in the middle of an empty stretch, not at its edge
+        width = max(1, n_bins // 8)
+        smoothed = sum(torch.roll(counts, k) for k in range(-width, width + 1))
+        # the cut sits at offset + pi, so the offset is the sparsest centre rotated by pi
+        offsets[d] = torch.remainder(centres[int(torch.argmin(smoothed))], 2 * math.pi) - math.pi
+    return offsets
