@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .coordinates import GuardedCoordinates, InternalCoordinateNormalization, InternalCoordinateTransform
+from .coordinates import CircularToReal, GuardedCoordinates, InternalCoordinateNormalization, InternalCoordinateTransform
 from .distributions import NormalPrior
 from .energies.base import Energy
-from .flows import Sequential, real_nvp
+from .flows import Flatten, Sequential, real_nvp
 from .generator import BoltzmannGenerator
 
 __all__ = ["realnvp_generator", "molecular_generator", "molecular_generator_from_data"]
@@ -34,6 +34,8 @@ def realnvp_generator(
 ) -> BoltzmannGenerator:
     """A Gaussian prior and a RealNVP flow acting directly on the flattened configuration.
 
+    Layers, configuration -> latent: :class:`~openmm_bg.flows.Flatten`, then RealNVP.
+
     Parameters
     ----------
     energy : Energy, callable or None
@@ -50,7 +52,7 @@ def realnvp_generator(
     dim = 1
     for s in event_shape:
         dim *= s
-    flow = real_nvp(dim, n_blocks=n_blocks, hidden=tuple(hidden), scale_bound=scale_bound)
+    flow = Sequential(Flatten(event_shape), real_nvp(dim, n_blocks=n_blocks, hidden=tuple(hidden), scale_bound=scale_bound))
     generator = BoltzmannGenerator(NormalPrior(dim, sigma), flow, energy, event_shape=event_shape)
     return generator.double() if double else generator
 
@@ -69,6 +71,10 @@ def molecular_generator(
     double: bool = True,
 ) -> BoltzmannGenerator:
     """Internal coordinates, normalisation, RealNVP and a Gaussian prior for one molecule.
+
+    Layers, configuration -> latent: :class:`GuardedCoordinates` (internal coordinates,
+    normalised; torsions to one turn [-1, 1)), :class:`CircularToReal` (torsions onto R),
+    then RealNVP.
 
     The normalisation starts neutral; fit it with :func:`molecular_generator_from_data`
     or load it with the state dict of a checkpoint.
@@ -95,7 +101,11 @@ def molecular_generator(
     constraint_map = {(int(i), int(j)): float(length) for i, j, length in (constraints or [])}
     transform = InternalCoordinateTransform(zm, constraints=constraint_map, remove_rigid_body=remove_rigid_body)
     coordinates = GuardedCoordinates(transform, InternalCoordinateNormalization(transform.circular))
-    flow = Sequential(coordinates, real_nvp(transform.dim, n_blocks=n_blocks, hidden=tuple(hidden), scale_bound=scale_bound, permute=permute))
+    flow = Sequential(
+        coordinates,
+        CircularToReal(transform.circular),
+        real_nvp(transform.dim, n_blocks=n_blocks, hidden=tuple(hidden), scale_bound=scale_bound, permute=permute),
+    )
     generator = BoltzmannGenerator(NormalPrior(transform.dim, sigma), flow, energy, event_shape=(transform.n_atoms, 3))
     return generator.double() if double else generator
 

@@ -19,6 +19,7 @@ __all__ = ["SUBCOMMANDS", "parse_args", "main"]
 #: subcommand name -> module in openmm_bg.commands
 SUBCOMMANDS = {
     "toy": "toy",
+    "explore": "explore",
 }
 
 

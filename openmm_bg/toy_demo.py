@@ -12,7 +12,7 @@ free-energy difference between the states, compared with quadrature.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 

@@ -25,7 +25,7 @@ def ala2():
 def perturbed(generator, scale=0.05, seed=1):
     rng = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for p in generator.flow[1].parameters():
+        for p in generator.flow[2].parameters():
             p.add_(scale * torch.randn(p.shape, generator=rng, dtype=p.dtype))
     return generator
 

@@ -165,3 +165,19 @@ def test_invalid_construction():
         Sequential(torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="activation"):
         flows.MLP(2, 2, activation="sigmoidal")
+
+
+def test_circular_to_real_contract():
+    from openmm_bg.coordinates import CircularToReal
+
+    layer = CircularToReal(torch.tensor([True, False, True, False, True]))
+    y = torch.rand(7, DIM, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 1.98 - 0.99
+    u, ladj = layer.forward(y)
+    back, ladj_back = layer.inverse(u)
+    assert torch.allclose(back, y, atol=1e-12) and torch.allclose(ladj + ladj_back, torch.zeros(7, dtype=torch.float64), atol=1e-10)
+    assert torch.allclose(ladj, autograd_logdet(layer.forward, y), atol=1e-10)
+    assert torch.allclose(ladj_back, autograd_logdet(layer.inverse, u), atol=1e-10)
+    far = torch.full((1, DIM), 30.0, dtype=torch.float64)
+    assert torch.isfinite(layer.inverse(far)[1]).all()
+    with pytest.raises(ValueError, match="outside"):
+        layer.forward(torch.ones(1, DIM, dtype=torch.float64))

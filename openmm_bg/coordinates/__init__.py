@@ -5,7 +5,7 @@ what constraints mean for reweighting.
 """
 
 from .constraints import constraint_metric_log_det, constraints_from_system, match_constraints, particle_masses
-from .guarded import GuardedCoordinates
+from .guarded import CircularToReal, GuardedCoordinates
 from .normalization import InternalCoordinateNormalization
 from .transform import CLAMP_EVENTS, InternalCoordinateTransform
 from .zmatrix import MAIN_CHAIN_ATOM_NAMES, build_zmatrix, validate_zmatrix
@@ -21,5 +21,6 @@ __all__ = [
     "InternalCoordinateTransform",
     "InternalCoordinateNormalization",
     "GuardedCoordinates",
+    "CircularToReal",
     "CLAMP_EVENTS",
 ]

@@ -12,7 +12,6 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Callable
 
-import torch
 from torch import Tensor
 
 __all__ = ["Energy", "as_energy"]

@@ -3,7 +3,7 @@
 from .base import Bijection, Inverse, Sequential, check_flat
 from .builders import nicer, real_nvp
 from .coupling import AdditiveCoupling, AffineCoupling, NICERBlock, RealNVPBlock, half_mask
-from .elementwise import ExpScaling, Permutation, Scaling, SwapHalves
+from .elementwise import ExpScaling, Flatten, Permutation, Scaling, SwapHalves
 from .networks import MLP
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "ExpScaling",
     "Permutation",
     "SwapHalves",
+    "Flatten",
     "MLP",
     "real_nvp",
     "nicer",

@@ -15,7 +15,6 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Iterable
 
-import torch
 from torch import Tensor, nn
 
 __all__ = ["Bijection", "Sequential", "Inverse", "check_flat"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from .base import Bijection, Sequential, check_flat
 from .networks import MLP

@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from .base import Bijection, check_flat
 
-__all__ = ["Scaling", "ExpScaling", "Permutation", "SwapHalves"]
+__all__ = ["Scaling", "ExpScaling", "Permutation", "SwapHalves", "Flatten"]
 
 
 class Scaling(Bijection):
@@ -103,3 +103,28 @@ class SwapHalves(Permutation):
     def __init__(self, dim: int):
         half = dim // 2
         super().__init__(torch.cat([torch.arange(half, dim), torch.arange(half)]))
+
+
+class Flatten(Bijection):
+    """Reshape configurations ``(batch, *event_shape)`` to flat vectors ``(batch, dim)`` and back; ``ladj = 0``.
+
+    Parameters
+    ----------
+    event_shape : sequence of int
+        Shape of one configuration, e.g. ``(n_particles, 3)``.
+    """
+
+    def __init__(self, event_shape):
+        super().__init__()
+        self.event_shape = tuple(int(s) for s in event_shape)
+        self.dim = int(torch.tensor(self.event_shape).prod())
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if not isinstance(x, Tensor) or x.ndim < 1 or tuple(x.shape[1:]) not in (self.event_shape, (self.dim,)):
+            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"x must have shape (batch, {', '.join(map(str, self.event_shape))}), got {got}")
+        return x.reshape(x.shape[0], self.dim), x.new_zeros(x.shape[0])
+
+    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        check_flat(z, self.dim, "z")
+        return z.reshape(z.shape[0], *self.event_shape), z.new_zeros(z.shape[0])

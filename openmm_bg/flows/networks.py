@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
 __all__ = ["MLP"]
 

@@ -1,0 +1,78 @@
+"""Adaptive exploration from a system's starting configuration (sampling and training).
+
+Runs :func:`openmm_bg.exploration.explore` on a ready-made system, prints how many
+energy evaluations it took to reach a target state, and writes the trained
+generator as a checkpoint that ``BoltzmannGeneratorMove`` can load.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+from ..energies import OpenMMEnergy
+from ..builders import molecular_generator, realnvp_generator
+from ..coordinates import build_zmatrix
+from ..exploration import ExplorationSettings, explore
+from ..generator import save_generator
+from ..systems import get_system, list_systems
+
+__all__ = ["configure", "run"]
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the arguments of ``openmm-bg explore``."""
+    parser.add_argument("system", help=f"ready-made system, one of: {', '.join(list_systems())}")
+    parser.add_argument("-o", "--output", required=True, help="generator checkpoint to write (.pt)")
+    parser.add_argument("--target", default=None, help="state of the system to watch for (e.g. 'right', 'phi_positive')")
+    parser.add_argument("--stop-at-target", action="store_true", help="stop once the target state is reached")
+    parser.add_argument("--iterations", type=int, default=200)
+    parser.add_argument("--buffer-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--step-size", type=float, default=0.5, help="latent step s")
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--warmup-steps", type=int, default=50)
+    parser.add_argument("--warmup-step-size", type=float, default=0.0005, help="nm")
+    parser.add_argument("--final-samples", type=int, default=1000)
+    parser.add_argument("--hidden", type=int, nargs="+", default=[64, 64])
+    parser.add_argument("--blocks", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``openmm-bg explore``; return the exit status."""
+    molecule = get_system(args.system)
+    if args.target is not None and args.target not in molecule.states:
+        raise ValueError(f"unknown state {args.target!r} of {args.system}; known: {', '.join(molecule.states) or 'none'}")
+    if molecule.n_atoms == 1:
+        builder, kwargs = "openmm_bg.builders.realnvp_generator", dict(event_shape=[1, 3], n_blocks=args.blocks, hidden=list(args.hidden))
+        generator = realnvp_generator(**kwargs)
+    else:
+        # the normalisation is fitted to the warm-up buffer by explore()
+        zmatrix = build_zmatrix(molecule.topology).tolist()
+        builder, kwargs = "openmm_bg.builders.molecular_generator", dict(zmatrix=zmatrix, n_blocks=args.blocks, hidden=list(args.hidden))
+        generator = molecular_generator(**kwargs)
+    settings = ExplorationSettings(
+        n_iterations=args.iterations,
+        buffer_size=args.buffer_size,
+        batch_size=args.batch_size,
+        step_size=args.step_size,
+        learning_rate=args.learning_rate,
+        warmup_steps=args.warmup_steps,
+        warmup_step_size=args.warmup_step_size,
+        n_final_samples=args.final_samples,
+        seed=args.seed,
+    )
+    energy = OpenMMEnergy(molecule.system, molecule.temperature, platform=molecule.platform)
+    target = molecule.states[args.target] if args.target else None
+    result = explore(generator, energy, molecule.positions, settings, target=target, stop_at_target=args.stop_at_target)
+    path = save_generator(generator, args.output, builder, kwargs, metadata=dict(exploration=vars(settings), system=args.system))
+    last = result.history[-1] if result.history else {}
+    print(f"iterations: {len(result.history)}  energy evaluations: {result.n_energy_evaluations}  last acceptance: {last.get('acceptance', float('nan')):.3f}")
+    if target is not None:
+        reached = result.evaluations_to_target
+        print(f"target {args.target}: " + (f"reached after {reached} energy evaluations" if reached is not None else "not reached"))
+    if result.log_weights is not None:
+        print(f"final generator: {len(result.log_weights)} samples, Kish ESS {result.ess:.4f}")
+    print(f"generator checkpoint: {path}")
+    return 0 if target is None or result.evaluations_to_target is not None else 1
