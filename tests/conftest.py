@@ -12,3 +12,11 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip_slow)
+
+
+def pytest_configure(config):
+    # The networks under test are small: one intra-op thread is faster than two on a 2-core
+    # machine, and it makes runs independent of the thread count.
+    import torch
+
+    torch.set_num_threads(1)
