@@ -20,6 +20,7 @@ __all__ = ["SUBCOMMANDS", "parse_args", "main"]
 SUBCOMMANDS = {
     "toy": "toy",
     "explore": "explore",
+    "simulate": "simulate",
 }
 
 

@@ -1,0 +1,147 @@
+"""Write data/README.md: for each bundled file, what it is, the command that made it, seed, platform, size, sha256.
+
+The per-file records below are the single place where provenance is written down;
+run this after regenerating any file:
+
+    python scripts/write_data_readme.py
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+
+MD_ALA2 = (
+    "openmm-bg simulate ala2-vacuum -o runs/issue5/md/ala2-vacuum-300K-md.dcd --frames 10000 --steps-per-frame 1000 "
+    "--timestep 0.001 --equilibration-steps 100000 --seed 1 --platform Reference --checkpoint-every 2000 --no-progress"
+    "  (or: python -m openmm_bg.commands.simulate ...; all of scripts/make_md_data.sh)"
+)
+MD_DIMER = (
+    "openmm-bg simulate dimer-wca -o runs/issue5/md/dimer-wca-closed.dcd --frames 1000 --steps-per-frame 100 "
+    "--timestep 0.005 --equilibration-steps 2000 --seed 1 --platform CPU --no-progress  (OPENMM_CPU_THREADS=1; scripts/make_md_data.sh)"
+)
+PT_RUN = (
+    "python scripts/run_ala2_tempering.py ala2-vacuum runs/issue5/ala2-vacuum-pt --repeats 4 --iterations 12000 "
+    "--round 1000{extension}  (seeds 2024 + repeat; a resumed segment reseeds from the seed and the iteration it "
+    "resumes at, so the resume points are part of the recipe: every 1000 iterations up to 12000, then every 2000), then "
+    "python scripts/analyze_ala2_tempering.py runs/issue5/ala2-vacuum-pt data/ala2-vacuum --discard 500 "
+    "--block-length 1000 --thin 4 --n-bootstrap 100 --seed 0"
+)
+
+
+def _pt_command(template: str, iterations) -> str:
+    extension = ""
+    if isinstance(iterations, int) and iterations > 12000:
+        extension = f", then the same with --iterations 42000 --round 2000, stopped at {iterations} iterations"
+    return template.format(iterations=iterations, extension=extension)
+
+
+RECORDS = {
+    "ala2-vacuum-300K-md.dcd": dict(
+        what="Training data: unbiased Langevin MD of `ala2-vacuum` (ff96, no constraints, true masses) at 300 K, "
+        "LangevinMiddleIntegrator 1 fs, friction 1/ps, 0.1 ns equilibration discarded, then one frame per ps "
+        "(10,000 frames, 10 ns), float32 DCD in Angstrom as mdtraj writes it.",
+        command=MD_ALA2, seed="1", platform="Reference (OpenMM 8.6.1, CPU only)",
+    ),
+    "ala2-vacuum-300K-md.pdb": dict(
+        what="Topology of the DCD above (the starting structure); atom order as openmmtools' AlanineDipeptideVacuum.",
+        command=MD_ALA2, seed="1", platform="Reference",
+    ),
+    "ala2-vacuum-pt.npz": dict(
+        what="Parallel tempering of `ala2-vacuum` (openmmtools ReplicaExchangeSampler, swap-all), independent repeats. "
+        "Arrays in state (temperature) order: `temperatures` (K), `potential_energy` (repeat, iteration, state; kJ/mol, float32), "
+        "`phi`, `psi` (same shape, float32 radians), `steps_per_iteration`. Iteration 0 of each repeat is the start. "
+        "Hydrogen masses 4 Da (repartitioned from the bonded heavy atom), 2 fs LangevinMiddleIntegrator, friction 1/ps, "
+        "velocities redrawn each iteration, 500 steps (1 ps) per iteration.",
+        command=PT_RUN, seed="2024, 2025, 2026, 2027 (one per repeat)", platform="Reference",
+    ),
+    "ala2-vacuum-reference.json": dict(
+        what="Reference dF = F(phi > 0) - F(phi < 0) at 300 K in kT, by MBAR over all temperatures and repeats, "
+        "with its error (the larger of a block bootstrap within repeats and the standard error over repeats), "
+        "the cost in energy evaluations, and all settings.",
+        command=PT_RUN, seed="simulation 2024-2027; bootstrap 0", platform="Reference",
+    ),
+    "dimer-wca-closed.dcd": dict(
+        what="MD of `dimer-wca` (216 particles, reduced density 0.96, 98.88 K) started with the dimer closed: "
+        "LangevinMiddleIntegrator 5 fs, friction 1/ps, 10 ps equilibration, then one frame per 0.5 ps, 1000 frames "
+        "(500 ps); the dimer distance stays below the barrier (0.346-0.444 nm vs 0.484 nm) in every frame. "
+        "(The same run with 1 ps frames opened after 540 ps, so this one is kept short.) Box lengths are in the DCD.",
+        command=MD_DIMER, seed="1", platform="CPU (1 thread)",
+    ),
+    "dimer-wca-closed.pdb": dict(
+        what="Topology of the dimer DCD (its starting structure).", command=MD_DIMER, seed="1", platform="CPU",
+    ),
+    "trpzip2-implicit.pdb": dict(
+        what="Structure of `trpzip2-implicit`: trpzip2 (1LE1 model 1) from openmmtools' bundled data/trpzip2-explicit "
+        "(old-format prmtop + crd), water and the Cl- ion removed, centred in a 4 nm frame.",
+        command="python scripts/make_trpzip2_pdb.py data/trpzip2-implicit.pdb",
+        seed="none (deterministic)", platform="none (no simulation)",
+    ),
+}
+
+
+def main() -> None:
+    lines = [
+        "# Bundled data",
+        "",
+        "Every file here was produced by this package's own code on the 2-core development machine "
+        "(no GPU, no network). `scripts/write_data_readme.py` writes this file and the checksums; "
+        "`tests/test_data.py` recomputes them. Load the files with `openmm_bg.data.load_bundled_trajectory`, "
+        "`load_tempering_samples` and `load_reference`.",
+        "",
+    ]
+    iterations = {}
+    for system in ("ala2-vacuum", "ala2-implicit"):
+        reference = DATA / f"{system}-reference.json"
+        if not reference.exists():
+            continue
+        record = json.loads(reference.read_text())
+        iterations[system] = record["iterations_per_repeat"]
+        steps = record["simulation"].get("steps", 500)
+        label = "" if system == "ala2-vacuum" else " (PRELIMINARY)"
+        lines += [
+            f"## Reference free energy ({system}, 300 K){label}",
+            "",
+            f"dF = F(phi > 0) - F(phi < 0) = **{record['delta_f_kT']:.3f} +- {record['error_kT']:.3f} kT** "
+            f"(block bootstrap {record['bootstrap_error_kT']:.3f} kT, standard error over {record['n_repeats']} repeats "
+            f"{record['repeat_standard_error_kT']:.3f} kT; repeats: "
+            + ", ".join(f"{x:.3f}" for x in record["repeat_estimates_kT"])
+            + f"). Cost: {record['energy_evaluations']:,} energy evaluations "
+            f"({record['n_repeats']} repeats x {record['iterations_per_repeat']} iterations x "
+            f"{len(record['temperatures_K'])} replicas x ({steps} steps + 2), plus the initial swap matrices).",
+            "",
+        ]
+    lines += ["## Files", ""]
+    for name, record in RECORDS.items():
+        path = DATA / name
+        if not path.exists():
+            continue
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        lines += [
+            f"### `{name}`",
+            "",
+            record["what"],
+            "",
+            f"- command: `{_pt_command(record['command'], iterations.get(name.split('-pt')[0].split('-reference')[0], '?'))}`",
+            f"- seed: {record['seed']}",
+            f"- platform: {record['platform']}",
+            f"- size: {path.stat().st_size} bytes",
+            f"- sha256: `{digest}`",
+            "",
+        ]
+    lines += [
+        "## Not shipped",
+        "",
+        "The raw openmmtools NetCDF files of the tempering runs (`runs/issue5/ala2-vacuum-pt/repeat*.nc`, "
+        "positions of every replica at every iteration) are regenerated by the commands above.",
+        "",
+    ]
+    (DATA / "README.md").write_text("\n".join(lines))
+    print(f"wrote {DATA / 'README.md'}")
+
+
+if __name__ == "__main__":
+    main()
