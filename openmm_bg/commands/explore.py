@@ -26,10 +26,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, help="generator checkpoint to write (.pt)")
     parser.add_argument("--target", default=None, help="state of the system to watch for (e.g. 'right', 'phi_positive')")
     parser.add_argument("--stop-at-target", action="store_true", help="stop once the target state is reached")
+    parser.add_argument(
+        "--start-frame", type=int, default=None,
+        help="start from this frame of the system's bundled trajectory instead of its initial positions "
+        "(ala2-vacuum's initial phi = -180 deg lies on the border of phi_positive)",
+    )
     parser.add_argument("--iterations", type=int, default=200)
     parser.add_argument("--buffer-size", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--step-size", type=float, default=0.5, help="latent step s")
+    parser.add_argument("--target-acceptance", type=float, default=None, help="adapt the warm-up and latent steps towards this acceptance")
+    parser.add_argument("--mcmc-steps", type=int, default=1, help="latent Metropolis sweeps per iteration")
+    parser.add_argument("--independence-steps", type=int, default=0, help="independence Metropolis-Hastings sweeps per iteration")
+    parser.add_argument("--temperature", type=float, default=1.0, help="relative temperature T/T0 of the buffer chains")
+    parser.add_argument("--w-kl", type=float, default=0.0, help="weight of the KL (by energy) loss")
+    parser.add_argument("--kl-temperatures", type=float, nargs="+", default=[1.0], help="relative temperatures of the KL loss")
+    parser.add_argument("--kl-batch-size", type=int, default=128)
+    parser.add_argument("--energy-cut", type=float, default=1e3, help="kT; KL energies above it grow logarithmically")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--warmup-steps", type=int, default=50)
     parser.add_argument("--warmup-step-size", type=float, default=0.0005, help="nm")
@@ -57,6 +70,14 @@ def run(args: argparse.Namespace) -> int:
         buffer_size=args.buffer_size,
         batch_size=args.batch_size,
         step_size=args.step_size,
+        target_acceptance=args.target_acceptance,
+        mcmc_steps=args.mcmc_steps,
+        independence_steps=args.independence_steps,
+        temperature=args.temperature,
+        w_kl=args.w_kl,
+        kl_temperatures=list(args.kl_temperatures),
+        kl_batch_size=args.kl_batch_size,
+        energy_cut=args.energy_cut,
         learning_rate=args.learning_rate,
         warmup_steps=args.warmup_steps,
         warmup_step_size=args.warmup_step_size,
@@ -65,10 +86,19 @@ def run(args: argparse.Namespace) -> int:
     )
     energy = OpenMMEnergy(molecule.system, molecule.temperature, platform=molecule.platform)
     target = molecule.states[args.target] if args.target else None
-    result = explore(generator, energy, molecule.positions, settings, target=target, stop_at_target=args.stop_at_target)
-    path = save_generator(generator, args.output, builder, kwargs, metadata=dict(exploration=vars(settings), system=args.system))
+    start = molecule.positions
+    if args.start_frame is not None:
+        from ..data.bundled import load_bundled_trajectory
+
+        frames = load_bundled_trajectory(args.system)
+        if not 0 <= args.start_frame < len(frames):
+            raise ValueError(f"--start-frame must lie in [0, {len(frames)}), got {args.start_frame}")
+        start = frames[args.start_frame].astype("float64")
+    result = explore(generator, energy, start, settings, target=target, stop_at_target=args.stop_at_target)
+    path = save_generator(generator, args.output, builder, kwargs, metadata=dict(exploration=dict(vars(settings)), system=args.system))
     last = result.history[-1] if result.history else {}
-    print(f"iterations: {len(result.history)}  energy evaluations: {result.n_energy_evaluations}  last acceptance: {last.get('acceptance', float('nan')):.3f}")
+    by_kind = ", ".join(f"{kind} {count}" for kind, count in result.evaluations.items())
+    print(f"iterations: {len(result.history)}  energy evaluations: {result.n_energy_evaluations} ({by_kind})  last acceptance: {last.get('acceptance', float('nan')):.3f}")
     if target is not None:
         reached = result.evaluations_to_target
         print(f"target {args.target}: " + (f"reached after {reached} energy evaluations" if reached is not None else "not reached"))
