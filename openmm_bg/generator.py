@@ -15,7 +15,7 @@ from .distributions import NormalPrior
 from .energies.base import Energy, as_energy
 from .flows.base import Bijection
 
-__all__ = ["GeneratorSample", "BoltzmannGenerator", "check_finite", "save_generator", "load_generator", "CHECKPOINT_FORMAT"]
+__all__ = ["GeneratorSample", "BoltzmannGenerator", "check_finite", "save_generator", "load_generator", "read_torch_file", "CHECKPOINT_FORMAT"]
 
 
 def check_finite(x: Tensor, name: str = "x") -> None:
@@ -253,19 +253,29 @@ def save_generator(generator: BoltzmannGenerator, path: str | Path, builder: str
     return path
 
 
+def read_torch_file(path: str | Path, what: str) -> Any:
+    """``torch.load`` a file written by this package, with clear errors.
+
+    Raises ``FileNotFoundError`` naming ``what`` for a missing file, and ``ValueError``
+    for a file torch cannot read.  Only tensors and plain containers are loaded
+    (``weights_only=True``), never pickled code.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several unrelated types for a corrupt file
+        raise ValueError(f"could not read {what} {path}: {error}") from error
+
+
 def load_generator(path: str | Path, energy: Energy | Callable[[Tensor], Tensor] | None = None) -> BoltzmannGenerator:
     """Rebuild a generator from :func:`save_generator`; ``energy`` becomes its target (or ``None``).
 
     Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for a file that
     is not a readable generator checkpoint.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"generator checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several unrelated types for a corrupt file
-        raise ValueError(f"could not read generator checkpoint {path}: {error}") from error
+    state = read_torch_file(path, "generator checkpoint")
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         got = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise ValueError(f"{path} is not an openmm_bg generator checkpoint (expected format {CHECKPOINT_FORMAT!r}, got {got!r})")

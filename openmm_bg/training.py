@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .generator import BoltzmannGenerator, check_finite
+from .generator import BoltzmannGenerator, check_finite, read_torch_file
 from .losses import kl_loss, ml_loss, rc_loss
 
 __all__ = ["Schedule", "TrainingConfig", "Trainer"]
@@ -288,13 +288,9 @@ class Trainer:
 
     def load_checkpoint(self, path: str | Path) -> None:
         """Resume from a file written by :meth:`save_checkpoint`."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint not found: {path}")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # torch raises several unrelated types for a corrupt file
-            raise ValueError(f"could not read checkpoint {path}: {error}") from error
+        state = read_torch_file(path, "checkpoint")
+        if not isinstance(state, dict):
+            raise ValueError(f"{path} holds a {type(state).__name__}, not a Trainer checkpoint")
         missing = {"model", "optimizer", "rng_state", "iteration", "history"} - set(state)
         if missing:
             raise ValueError(f"checkpoint {path} lacks {sorted(missing)}; it was not written by Trainer.save_checkpoint")
