@@ -4,13 +4,15 @@ Each subcommand lives in :mod:`openmm_bg.commands` as a module with two function
 ``configure(parser)`` that adds its arguments and ``run(args) -> int`` that does
 the work.  Bad input (missing files, mismatched topologies, unknown names) raises
 ``ValueError``, ``TypeError`` or ``OSError`` with a clear message; :func:`main`
-turns those into one line on stderr and exit status 2, without a traceback.
+turns those into one line on stderr and exit status 2, without a traceback.  Set
+``OPENMM_BG_DEBUG=1`` to get the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Sequence
 
@@ -43,6 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except (ValueError, TypeError, OSError, KeyError) as error:
+        if os.environ.get("OPENMM_BG_DEBUG"):
+            raise
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"openmm-bg {args.command}: error: {message}", file=sys.stderr)
         return 2

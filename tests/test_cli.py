@@ -1,0 +1,48 @@
+"""The openmm-bg command: bad input ends in one clear line and exit status 2, never a traceback."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from openmm_bg.cli import SUBCOMMANDS, main, parse_args
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["simulate", "no-such-system", "-o", "x.dcd"], "no-such-system"),
+        (["explore", "no-such-system", "-o", "g.pt"], "no-such-system"),
+        (["toy", "--ml-iterations", "0"], "ml-iterations must be a positive integer"),
+    ],
+)
+def test_bad_input_gives_a_clear_error_and_exit_2(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OPENMM_BG_DEBUG", raising=False)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert err.startswith(f"openmm-bg {argv[0]}: error:")
+
+
+def test_every_subcommand_has_help():
+    for name in SUBCOMMANDS:
+        with pytest.raises(SystemExit) as exit_info:
+            parse_args([name, "--help"])
+        assert exit_info.value.code == 0
+
+
+def test_debug_switch_reraises(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OPENMM_BG_DEBUG", "1")
+    with pytest.raises(ValueError, match="no-such-system"):
+        main(["explore", "no-such-system", "-o", "g.pt"])
+
+
+@pytest.mark.timeout(300)
+def test_real_process(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "OPENMM_BG_DEBUG"}
+    done = subprocess.run([sys.executable, "-m", "openmm_bg.cli", "simulate", "no-such-system", "-o", str(tmp_path / "x.dcd")], capture_output=True, text=True, env=env, timeout=240)
+    assert done.returncode == 2
+    assert "no-such-system" in done.stderr and "Traceback" not in done.stderr
