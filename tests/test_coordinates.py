@@ -160,6 +160,7 @@ def check_round_trip(transform: InternalCoordinateTransform, x: torch.Tensor) ->
         back, _ = transform.inverse(q)
         assert back.dtype == dtype
         error = (back - xd).abs().max()
+        print(f"round trip, {transform.n_atoms} atoms, {x.shape[0]} configurations, {dtype}: max error {float(error):.2g} nm")
         assert error < tolerance, f"{dtype} round trip error {float(error):.3g} nm"
         difference = transform.forward(back)[0] - q
         difference[:, transform.circular] = wrapped(difference[:, transform.circular])
