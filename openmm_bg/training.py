@@ -132,6 +132,31 @@ class TrainingConfig:
         """Plain mapping of all settings, YAML-safe."""
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "TrainingConfig":
+        """Read settings from a YAML mapping; missing keys keep their defaults, unknown keys raise."""
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"training settings file not found: {path}")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ValueError(f"{path} is not valid YAML: {error}") from error
+        if not isinstance(values, dict):
+            raise ValueError(f"{path} must hold a mapping of training settings, got a {type(values).__name__}")
+        return cls.from_dict(values)
+
+    def to_yaml(self, path: str | Path) -> Path:
+        """Write every setting (defaults included) to a YAML file, e.g. next to a run's outputs."""
+        import yaml
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        return path
+
 
 class Trainer:
     """Trains a :class:`BoltzmannGenerator` by example, by energy and along a reaction coordinate.

@@ -113,3 +113,25 @@ def test_corrupt_or_missing_checkpoint(tmp_path):
     torch.save({"model": {}}, other)
     with pytest.raises(ValueError, match="lacks"):
         trainer.load_checkpoint(other)
+
+
+def test_yaml_settings_round_trip_and_errors(tmp_path):
+    config = TrainingConfig(n_iterations=7, w_kl=[[0, 0.0], [5, 1.0]], temperatures=[1.0, 2.0], energy_cut=None)
+    path = config.to_yaml(tmp_path / "run" / "settings.yaml")
+    assert TrainingConfig.from_yaml(path) == config
+    partial = tmp_path / "partial.yaml"
+    partial.write_text("learning_rate: 0.01\nw_ml: 0.5\n")
+    loaded = TrainingConfig.from_yaml(partial)
+    assert loaded.learning_rate == 0.01 and loaded.w_ml == 0.5 and loaded.n_iterations == TrainingConfig().n_iterations
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learning_rat: 0.01\n")
+    with pytest.raises(ValueError, match="unknown training settings"):
+        TrainingConfig.from_yaml(bad)
+    bad.write_text("- 1\n- 2\n")
+    with pytest.raises(ValueError, match="must hold a mapping"):
+        TrainingConfig.from_yaml(bad)
+    bad.write_text("a: [1,\n")
+    with pytest.raises(ValueError, match="not valid YAML"):
+        TrainingConfig.from_yaml(bad)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        TrainingConfig.from_yaml(tmp_path / "missing.yaml")
