@@ -23,6 +23,7 @@ SUBCOMMANDS = {
     "toy": "toy",
     "explore": "explore",
     "simulate": "simulate",
+    "train": "train",
 }
 
 

@@ -1,0 +1,65 @@
+"""openmm-bg train on the bundled alanine dipeptide data, and its errors."""
+
+import json
+
+import pytest
+import torch
+
+from openmm_bg.cli import main
+from openmm_bg.generator import load_generator
+from openmm_bg.systems import DATA_DIR
+from openmm_bg.training import TrainingConfig
+
+ALA2 = DATA_DIR / "ala2-vacuum-300K-md.dcd"
+
+
+@pytest.fixture
+def settings(tmp_path):
+    path = tmp_path / "settings.yaml"
+    path.write_text("n_iterations: 6\nbatch_size: 16\nkl_batch_size: 8\nw_kl: [[0, 0.0], [3, 0.5]]\nnonfinite: drop\nseed: 4\n")
+    return path
+
+
+@pytest.mark.timeout(300)
+def test_train_writes_a_reloadable_generator_and_its_settings(tmp_path, settings, capsys):
+    out = tmp_path / "run"
+    status = main(["train", "ala2-vacuum", "--trajectory", str(ALA2), "--stride", "50", "--config", str(settings), "--blocks", "1", "--hidden", "16", "--output", str(out), "--no-progress"])
+    assert status == 0
+    assert "trained 6 iterations on 200 frames" in capsys.readouterr().out
+    assert TrainingConfig.from_yaml(out / "settings.yaml") == TrainingConfig.from_yaml(settings)
+    history = json.loads((out / "history.json").read_text())
+    assert len(history) == 6 and "kl" in history[-1] and "kl" not in history[0]
+    assert (out / "losses.png").stat().st_size > 5000
+    generator = load_generator(out / "generator.pt")
+    state = torch.load(out / "generator.pt", weights_only=True)
+    # w_kl ramps up from iteration 0, so every later iteration draws kl_batch_size samples
+    assert state["metadata"]["n_frames"] == 200
+    assert state["metadata"]["energy_evaluations"] == 8 * sum("kl" in row for row in history) == 40
+    import mdtraj as md
+
+    x = torch.tensor(md.load(str(ALA2), top=str(DATA_DIR / "ala2-vacuum-300K-md.pdb"))[:3].xyz, dtype=torch.float64)
+    assert torch.isfinite(generator.log_prob(x)).all()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--trajectory", str(DATA_DIR / "dimer-wca-closed.dcd")], "atoms"),
+        (["--trajectory", "missing.dcd"], "trajectory not found"),
+    ],
+)
+def test_bad_input_exits_2(extra, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OPENMM_BG_DEBUG", raising=False)
+    assert main(["train", "ala2-vacuum", *extra, "--no-progress"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bad_settings_file_exits_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("OPENMM_BG_DEBUG", raising=False)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learning_rat: 0.1\n")
+    assert main(["train", "ala2-vacuum", "--trajectory", str(ALA2), "--config", str(bad)]) == 2
+    assert "unknown training settings" in capsys.readouterr().err
+    assert main(["train", "no-such-system", "--trajectory", str(ALA2)]) == 2
+    assert "no-such-system" in capsys.readouterr().err
