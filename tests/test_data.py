@@ -327,11 +327,13 @@ def test_tempering_populations_agree_with_plain_md(ala2):
         md_in = region(md_phi, md_psi)
         entries = int(np.sum(md_in[1:] & ~md_in[:-1]))
         if entries < 10:  # too few visits for a block error to mean anything
+            print(f"{name}: not compared, plain MD entered it {entries} times (fraction {md_in.mean():.4f})")
             continue
         p_md, e_md = block_average(md_in.astype(float), n_blocks=20)
         per_repeat = np.array([region(a, b).mean() for a, b in zip(pt_phi, pt_psi)])
         p_pt, e_pt = per_repeat.mean(), per_repeat.std(ddof=1) / np.sqrt(len(per_repeat))
         z = abs(p_md - p_pt) / np.hypot(e_md, e_pt)
+        print(f"{name}: plain MD {p_md:.4f} +- {e_md:.4f}, PT at 300 K {p_pt:.4f} +- {e_pt:.4f}, z = {z:.2f} ({entries} MD entries)")
         assert z < NSIGMA_CUTOFF, f"{name}: MD {p_md:.4f} +- {e_md:.4f}, PT {p_pt:.4f} +- {e_pt:.4f}"
         compared += 1
     assert compared >= 2
