@@ -76,7 +76,16 @@ class TrainingConfig:
     kl_batch_size : int
         Generator samples per step and temperature for the KL and RC losses.
     learning_rate : float
-        Adam learning rate.
+        Adam learning rate (the peak rate, with ``lr_schedule: cosine``).
+    lr_schedule : str
+        ``"constant"``, or ``"cosine"``: the rate falls from ``learning_rate`` to
+        ``min_learning_rate`` along half a cosine over ``n_iterations``.  The rate is a
+        function of the iteration alone, so a resumed run follows the same curve.
+    min_learning_rate : float
+        Final rate of the cosine schedule.
+    weight_decay : float
+        Decoupled weight decay (AdamW); 0 is plain Adam.  Helps against over-fitting a
+        small trajectory.
     w_ml, w_kl, w_rc : float or list of [iteration, weight]
         Loss weights (see :class:`Schedule`).
     temperatures : list of float
@@ -97,6 +106,9 @@ class TrainingConfig:
     batch_size: int = 256
     kl_batch_size: int = 256
     learning_rate: float = 1e-3
+    lr_schedule: str = "constant"
+    min_learning_rate: float = 1e-5
+    weight_decay: float = 0.0
     w_ml: float | list = 1.0
     w_kl: float | list = 0.0
     w_rc: float | list = 0.0
@@ -111,6 +123,13 @@ class TrainingConfig:
         for name in ("n_iterations", "batch_size", "kl_batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        if not (self.learning_rate > 0 and self.min_learning_rate >= 0 and self.weight_decay >= 0):
+            raise ValueError(
+                "learning_rate must be positive and min_learning_rate, weight_decay non-negative, got "
+                f"{self.learning_rate!r}, {self.min_learning_rate!r}, {self.weight_decay!r}"
+            )
         if self.nonfinite not in ("skip", "drop"):
             raise ValueError(f"nonfinite must be 'skip' or 'drop', got {self.nonfinite!r}")
         if not self.temperatures or any(not t > 0 for t in self.temperatures):
@@ -189,7 +208,9 @@ class Trainer:
         self.data = data
         self.reaction_coordinate = reaction_coordinate
         self._check_requirements()
-        self.optimizer = torch.optim.Adam(generator.parameters(), lr=self.config.learning_rate)
+        self.optimizer = torch.optim.AdamW(
+            generator.parameters(), lr=self.config.learning_rate, weight_decay=self.config.weight_decay
+        )
         self.rng = torch.Generator().manual_seed(self.config.seed)
         self.iteration = 0
         self.history: list[dict] = []
@@ -204,11 +225,22 @@ class Trainer:
         if ever_positive(self.schedules["rc"]) and self.reaction_coordinate is None:
             raise ValueError("w_rc is non-zero but no reaction_coordinate was given")
 
+    def learning_rate(self, iteration: int) -> float:
+        """The learning rate at ``iteration`` (see ``TrainingConfig.lr_schedule``)."""
+        cfg = self.config
+        if cfg.lr_schedule == "constant":
+            return cfg.learning_rate
+        progress = min(iteration / max(cfg.n_iterations, 1), 1.0)
+        return cfg.min_learning_rate + 0.5 * (cfg.learning_rate - cfg.min_learning_rate) * (1.0 + math.cos(math.pi * progress))
+
     def step(self) -> dict:
         """One optimizer step; returns the history row it appended."""
         cfg, t = self.config, self.iteration
         weights = {name: schedule(t) for name, schedule in self.schedules.items()}
-        row: dict = {"iteration": t, **{f"w_{k}": v for k, v in weights.items()}}
+        lr = self.learning_rate(t)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        row: dict = {"iteration": t, "lr": lr, **{f"w_{k}": v for k, v in weights.items()}}
         total = None
         if weights["ml"] > 0:
             index = torch.randint(0, self.data.shape[0], (cfg.batch_size,), generator=self.rng)

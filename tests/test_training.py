@@ -21,7 +21,10 @@ def data():
     return torch.randn(500, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 0.3 + torch.tensor([-1.7, 0.0], dtype=torch.float64)
 
 
-CONFIG = dict(batch_size=32, kl_batch_size=32, w_ml=[[0, 1.0], [10, 0.5]], w_kl=[[0, 0.0], [5, 1.0]], w_rc=0.2, temperatures=[1.0, 2.0], seed=3)
+CONFIG = dict(
+    batch_size=32, kl_batch_size=32, w_ml=[[0, 1.0], [10, 0.5]], w_kl=[[0, 0.0], [5, 1.0]], w_rc=0.2, temperatures=[1.0, 2.0], seed=3,
+    lr_schedule="cosine", weight_decay=1e-4,
+)
 
 
 def test_schedule_interpolates_and_validates():
@@ -31,6 +34,20 @@ def test_schedule_interpolates_and_validates():
     for bad in ([[0, 1.0], [0, 2.0]], [[0, -1.0]], "fast", [[0, float("nan")]]):
         with pytest.raises(ValueError):
             Schedule(bad)
+
+
+def test_cosine_learning_rate_reaches_the_optimizer():
+    config = TrainingConfig(n_iterations=10, batch_size=8, learning_rate=1e-2, min_learning_rate=1e-4, lr_schedule="cosine")
+    trainer = Trainer(small_generator(), config, data=data())
+    trainer.train(progress=False)
+    lr = trainer.history_array("lr")
+    expected = 1e-4 + 0.5 * (1e-2 - 1e-4) * (1 + np.cos(np.pi * np.arange(10) / 10))
+    np.testing.assert_allclose(lr, expected, rtol=1e-12)
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(lr[-1])
+    assert Trainer(small_generator(), TrainingConfig(), data=data()).learning_rate(500) == 1e-3
+    for bad in ({"lr_schedule": "step"}, {"weight_decay": -1.0}, {"learning_rate": 0.0}):
+        with pytest.raises(ValueError, match="lr_schedule|weight_decay|learning_rate"):
+            TrainingConfig(**bad)
 
 
 def test_resume_from_checkpoint_is_exact(tmp_path):
