@@ -24,6 +24,8 @@ SUBCOMMANDS = {
     "explore": "explore",
     "simulate": "simulate",
     "train": "train",
+    "sample": "sample",
+    "free-energy": "free_energy",
 }
 
 

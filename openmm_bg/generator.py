@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
@@ -256,17 +257,31 @@ def save_generator(generator: BoltzmannGenerator, path: str | Path, builder: str
 def read_torch_file(path: str | Path, what: str) -> Any:
     """``torch.load`` a file written by this package, with clear errors.
 
-    Raises ``FileNotFoundError`` naming ``what`` for a missing file, and ``ValueError``
-    for a file torch cannot read.  Only tensors and plain containers are loaded
+    Raises ``FileNotFoundError`` naming ``what`` for a missing file, and a one-line
+    ``ValueError`` naming the file for one torch cannot read (empty, truncated, random
+    bytes, another format).  Only tensors and plain containers are loaded
     (``weights_only=True``), never pickled code.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} not found: {path}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"could not read {what} {path}: it is not a valid openmm_bg {what} (the file is empty)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several unrelated types for a corrupt file
-        raise ValueError(f"could not read {what} {path}: {error}") from error
+        raise ValueError(f"could not read {what} {path}: it is not a valid openmm_bg {what} (truncated, damaged or another kind of file; {_first_line(error)})") from error
+
+
+def _first_line(error: BaseException) -> str:
+    """The gist of an exception in one short line (torch's messages run over many lines)."""
+    text = str(error)
+    # torch's weights-only refusal starts with advice on weights_only=False, which does not apply here
+    text = text.split("WeightsUnpickler error:", 1)[-1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    gist = re.split(r"(?<=\.)\s", lines[0])[0] if lines else ""
+    gist = gist if len(gist) <= 160 else gist[:157] + "..."
+    return f"{type(error).__name__}: {gist}" if gist else type(error).__name__
 
 
 def load_generator(path: str | Path, energy: Energy | Callable[[Tensor], Tensor] | None = None) -> BoltzmannGenerator:
@@ -279,6 +294,9 @@ def load_generator(path: str | Path, energy: Energy | Callable[[Tensor], Tensor]
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         got = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise ValueError(f"{path} is not an openmm_bg generator checkpoint (expected format {CHECKPOINT_FORMAT!r}, got {got!r})")
+    missing = [key for key in ("builder", "builder_kwargs", "state_dict") if key not in state]
+    if missing:
+        raise ValueError(f"{path} is not a valid openmm_bg generator checkpoint: it lacks {', '.join(missing)}")
     generator = _import_builder(state["builder"])(energy=energy, **state["builder_kwargs"])
     try:
         generator.load_state_dict(state["state_dict"])

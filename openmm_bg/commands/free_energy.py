@@ -1,0 +1,242 @@
+"""Free-energy difference between two states from importance-weighted generator samples.
+
+SOURCE is a folder written by ``openmm-bg sample`` (samples.npz, samples.dcd,
+samples.pdb) or a generator checkpoint, from which -n samples are first drawn
+exactly as ``openmm-bg sample`` draws them (nothing is written then).
+
+A state is the name of a built-in state of the system (``phi_negative``,
+``phi_positive`` for alanine dipeptide) or a boolean expression over collective
+variables: the system's own (``phi``, ``psi`` for alanine dipeptide, radians) and
+any defined with ``--cv NAME=dihedral:i,j,k,l`` (radians) or
+``--cv NAME=distance:i,j`` (nm), with atom indices counted from 0.  Expressions
+take comparisons (chains too), and/or/not, + - * /, numbers and the constants
+``pi`` and ``deg`` (pi/180), e.g. ``"phi > 0"``, ``"-pi < psi < 0"``,
+``"phi > 30*deg and not (d < 0.35)"``; see :mod:`openmm_bg.states`.
+
+The estimate is ``F_B - F_A = -ln(sum_B w / sum_A w)`` in kT with the
+self-normalised importance weights ``w`` of all samples drawn (those outside the
+coordinate domain have zero weight), and a bootstrap standard error over samples
+(:func:`openmm_bg.reweighting.state_free_energy_difference`).  The report gives the
+Kish ESS of all samples and the number of samples and the ESS in each state; where
+the repository bundles a reference for the two states (alanine dipeptide in vacuum,
+phi < 0 vs phi > 0 at 300 K), it is printed with the deviation.  --output writes
+the numbers to a JSON file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .sample import SampleSet, resolve_molecule, add_system_arguments, draw_samples, load_checkpoint, load_samples, report_lines
+
+__all__ = ["configure", "run", "state_free_energy", "kt_in_kcal_per_mol"]
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the arguments of ``openmm-bg free-energy``."""
+    parser.add_argument("source", type=Path, metavar="SOURCE", help="a folder written by openmm-bg sample, or a generator checkpoint (.pt) to sample from")
+    parser.add_argument("--state-a", required=True, metavar="DEF", help="state A: a built-in state name or an expression such as 'phi < 0'")
+    parser.add_argument("--state-b", required=True, metavar="DEF", help="state B: a built-in state name or an expression such as 'phi > 0'")
+    parser.add_argument(
+        "--cv", action="append", default=[], metavar="NAME=KIND:ATOMS",
+        help="an extra collective variable for the expressions: NAME=dihedral:i,j,k,l (radians) or NAME=distance:i,j (nm); repeatable",
+    )
+    parser.add_argument("-n", "--n-samples", type=int, default=100_000, metavar="N", help="samples to draw when SOURCE is a checkpoint (default 100000)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the latent draws and of the bootstrap (default 0)")
+    parser.add_argument("--batch-size", type=int, default=10000, help="samples per batch when sampling (default 10000)")
+    parser.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for the error (default 200)")
+    add_system_arguments(parser)
+    parser.add_argument("--output", "-o", type=Path, help="also write the numbers to this JSON file")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def kt_in_kcal_per_mol(temperature: float) -> float:
+    """kT in kcal/mol at ``temperature`` K."""
+    import openmm.unit as unit
+
+    return float((unit.MOLAR_GAS_CONSTANT_R * temperature * unit.kelvin).value_in_unit(unit.kilocalorie_per_mole))
+
+
+def state_free_energy(
+    samples: SampleSet,
+    in_a: np.ndarray,
+    in_b: np.ndarray,
+    *,
+    n_bootstrap: int = 200,
+    seed: int = 0,
+    names: tuple[str, str] = ("A", "B"),
+) -> dict[str, Any]:
+    """``F_B - F_A`` in kT from the samples' importance weights, with state statistics.
+
+    Parameters
+    ----------
+    samples : SampleSet
+    in_a, in_b : bool array, shape (samples.n_written,)
+        State indicators of the written samples.
+    n_bootstrap : int
+        Resamples (over all samples drawn, out-of-domain ones included) for the error.
+    seed : int
+    names : (str, str)
+        How messages call the states.
+
+    Returns
+    -------
+    dict
+        ``delta_f_kT``, ``error_kT``, ``kish_ess`` (fraction of all samples drawn),
+        ``n_a``, ``n_b`` (samples in each state), ``ess_a``, ``ess_b`` (Kish effective
+        sample sizes within each state), ``n_both`` (samples in both states).
+
+    Raises
+    ------
+    ValueError
+        When a state holds no sample with a finite weight.
+    """
+    from ..reweighting import kish_ess, state_free_energy_difference
+
+    in_a = np.asarray(in_a, dtype=bool)
+    in_b = np.asarray(in_b, dtype=bool)
+    log_w = samples.log_weight
+    if in_a.shape != log_w.shape or in_b.shape != log_w.shape:
+        raise ValueError(f"state indicators must have shape {log_w.shape}, got {in_a.shape} and {in_b.shape}")
+    if n_bootstrap < 2:
+        raise ValueError(f"--bootstrap must be at least 2, got {n_bootstrap}")
+    finite = np.isfinite(log_w)
+    # weights relative to the largest, as the estimator uses them; far below it they are zero in float64
+    relative = np.exp(log_w - log_w[finite].max()) if finite.any() else np.zeros_like(log_w)
+    stats: dict[str, Any] = {}
+    for key, name, mask in (("a", names[0], in_a), ("b", names[1], in_b)):
+        n_in, n_finite = int(mask.sum()), int((mask & finite).sum())
+        if n_finite == 0:
+            raise ValueError(
+                f"state {name} contains no sample with a finite weight ({n_in} of {samples.n_requested} samples lie in it"
+                f"{', all with infinite energy' if n_in else ''}); the free-energy estimate would be meaningless"
+            )
+        if not (relative[mask] > 0).any():
+            raise ValueError(
+                f"state {name} contains no sample with a weight above 1e-308 of the largest ({n_in} of {samples.n_requested} "
+                "samples lie in it); its probability underflows and the free-energy estimate would be meaningless"
+            )
+        stats[f"n_{key}"] = n_in
+        stats[f"ess_{key}"] = kish_ess(log_w[mask]) * n_in
+    # zero-weight samples outside the coordinate domain take part in the bootstrap as they did in the draw
+    pad = np.zeros(samples.n_out_of_domain, dtype=bool)
+    estimate = state_free_energy_difference(
+        np.concatenate([in_a, pad]), np.concatenate([in_b, pad]), samples.all_log_weights, n_bootstrap=n_bootstrap, seed=seed
+    )
+    return {
+        "delta_f_kT": float(estimate.value),
+        "error_kT": float(estimate.error),
+        "kish_ess": samples.kish_ess(),
+        **stats,
+        "n_both": int((in_a & in_b).sum()),
+    }
+
+
+def _samples_and_molecule(args: argparse.Namespace):
+    """The samples (drawn or read) and the system whose CVs and states apply, or None."""
+    from ..data import check_same_atoms
+    from ..systems import get_system, list_systems
+
+    source: Path = args.source
+    if source.is_dir():
+        samples, topology = load_samples(source)
+        if args.system or args.structure:
+            molecule = resolve_molecule({}, args.system, args.structure, args.system_file, source)
+        elif args.system_file is not None:
+            raise ValueError("--system-file goes with --structure")
+        else:
+            molecule = get_system(samples.system) if samples.system in list_systems() else None
+        if molecule is not None:
+            try:
+                check_same_atoms(molecule.topology, topology, "sample folder's topology")
+            except ValueError as error:
+                raise ValueError(f"the samples in {source} do not belong to {molecule.name}: {error}") from None
+            topology = molecule.topology
+        return samples, molecule, topology
+    if not source.exists():
+        raise FileNotFoundError(f"{source} not found; give a folder written by openmm-bg sample or a generator checkpoint (.pt)")
+    if args.n_samples < 1 or args.batch_size < 1:
+        raise ValueError(f"-n and --batch-size must be positive, got {args.n_samples} and {args.batch_size}")
+    generator, molecule, temperature, _ = load_checkpoint(source, system=args.system, structure=args.structure, system_file=args.system_file)
+    samples = draw_samples(
+        generator, args.n_samples, seed=args.seed, batch_size=args.batch_size, progress=not args.no_progress,
+        system=molecule.name, temperature_K=temperature,
+    )
+    if samples.n_written == 0:
+        raise ValueError(f"all {samples.n_requested} samples fell outside the generator's coordinate domain; is the generator trained for {molecule.name}?")
+    return samples, molecule, molecule.topology
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``openmm-bg free-energy``; return the exit status."""
+    from ..states import CV_KINDS, bundled_reference, evaluate_states, parse_collective_variable, parse_state
+
+    if args.bootstrap < 2:
+        raise ValueError(f"--bootstrap must be at least 2, got {args.bootstrap}")
+    samples, molecule, topology = _samples_and_molecule(args)
+    variables = dict(molecule.collective_variables) if molecule is not None else {}
+    builtin_states = dict(molecule.states) if molecule is not None else {}
+    box = None if molecule is None or molecule.box_vectors is None else np.diag(molecule.box_vectors)
+    for spec in args.cv:
+        name, cv = parse_collective_variable(spec, topology, box_lengths=box, reserved=variables)
+        variables[name] = cv
+    hint = "; define more with --cv " + " or ".join(f"NAME={kind}:{','.join('ijkl'[:n])}" for kind, (n, _) in CV_KINDS.items())
+    state_a = parse_state(args.state_a, variables, builtin_states, label="state definition for --state-a", hint=hint)
+    state_b = parse_state(args.state_b, variables, builtin_states, label="state definition for --state-b", hint=hint)
+    in_a, in_b = evaluate_states([state_a, state_b], samples.positions)
+    names = (f"A ({state_a.definition!r})", f"B ({state_b.definition!r})")
+    result = state_free_energy(samples, in_a, in_b, n_bootstrap=args.bootstrap, seed=args.seed, names=names)
+    kcal = kt_in_kcal_per_mol(samples.temperature_K)
+    system_name = molecule.name if molecule is not None else samples.system
+    reference = bundled_reference(system_name, state_a.definition, state_b.definition, samples.temperature_K)
+
+    for line in report_lines(samples):
+        print(line)
+    for key, state in (("a", state_a), ("b", state_b)):
+        print(f"state {key.upper()}               {state.definition!r}: {result[f'n_{key}']} samples, Kish ESS {result[f'ess_{key}']:.1f}")
+    if min(result["ess_a"], result["ess_b"]) < 10:
+        print("warning               fewer than 10 effective samples in a state: the estimate and its bootstrap error are unreliable")
+    if result["n_both"]:
+        print(f"note                  {result['n_both']} samples lie in both states")
+    value, error = result["delta_f_kT"], result["error_kT"]
+    print(
+        f"F_B - F_A             {value:.3f} +- {error:.3f} kT (bootstrap, {args.bootstrap} resamples) "
+        f"= {value * kcal:.3f} +- {error * kcal:.3f} kcal/mol at {samples.temperature_K:g} K"
+    )
+    record: dict[str, Any] = {
+        "source": str(args.source),
+        "system": system_name,
+        "temperature_K": samples.temperature_K,
+        "state_a": state_a.definition,
+        "state_b": state_b.definition,
+        "collective_variables": list(args.cv),
+        **result,
+        "delta_f_kcal_per_mol": value * kcal,
+        "error_kcal_per_mol": error * kcal,
+        "n_bootstrap": args.bootstrap,
+        "seed": args.seed,
+        "n_requested": samples.n_requested,
+        "n_written": samples.n_written,
+        "n_out_of_domain": samples.n_out_of_domain,
+        "energy_evaluations": samples.energy_evaluations,
+        "reference": None,
+    }
+    if reference is not None:
+        deviation = value - reference["delta_f_kT"]
+        combined = math.hypot(error, reference["error_kT"])
+        print(
+            f"reference             {reference['delta_f_kT']:.3f} +- {reference['error_kT']:.3f} kT ({Path(reference['file']).name}); "
+            f"deviation {deviation:+.3f} kT" + (f" = {deviation / combined:+.1f} combined standard errors" if combined > 0 else "")
+        )
+        record["reference"] = {"delta_f_kT": reference["delta_f_kT"], "error_kT": reference["error_kT"], "file": reference["file"], "deviation_kT": deviation}
+    if args.output is not None:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(record, indent=1) + "\n")
+        print(f"numbers written to    {args.output}")
+    return 0
