@@ -23,6 +23,16 @@ MD_DIMER = (
     "openmm-bg simulate dimer-wca -o runs/issue5/md/dimer-wca-closed.dcd --frames 1000 --steps-per-frame 100 "
     "--timestep 0.005 --equilibration-steps 2000 --seed 1 --platform CPU --no-progress  (OPENMM_CPU_THREADS=1; scripts/make_md_data.sh)"
 )
+MD_C7EQ = (
+    "openmm-bg simulate ala2-vacuum -o runs/issue7/ala2-c7eq-50k.dcd --frames 50000 --steps-per-frame 200 --timestep 0.001 "
+    "--equilibration-steps 100000 --seed 2 --platform Reference --no-progress  (OPENMM_CPU_THREADS=1; scripts/make_md_data.sh)"
+)
+C7AX_START = "python scripts/make_c7ax_start.py data/ala2-vacuum-c7ax-start.pdb --seed 1  (scripts/make_md_data.sh)"
+MD_C7AX = (
+    "openmm-bg simulate ala2-vacuum --start data/ala2-vacuum-c7ax-start.pdb -o runs/issue7/ala2-c7ax-20k.dcd --frames 20000 "
+    "--steps-per-frame 200 --timestep 0.001 --equilibration-steps 10000 --seed 3 --platform Reference --no-progress  "
+    "(OPENMM_CPU_THREADS=1; scripts/make_md_data.sh)"
+)
 PT_RUN = (
     "python scripts/run_ala2_tempering.py ala2-vacuum runs/issue5/ala2-vacuum-pt --repeats 4 --iterations 12000 "
     "--round 1000{extension}  (seeds 2024 + repeat; a resumed segment reseeds from the seed and the iteration it "
@@ -49,6 +59,27 @@ RECORDS = {
     "ala2-vacuum-300K-md.pdb": dict(
         what="Topology of the DCD above (the starting structure); atom order as openmmtools' AlanineDipeptideVacuum.",
         command=MD_ALA2, seed="1", platform="Reference",
+    ),
+    "ala2-vacuum-300K-c7eq.dcd": dict(
+        what="Generator training data, phi < 0 basin: unbiased Langevin MD of `ala2-vacuum` at 300 K from the bundled "
+        "C7eq structure, LangevinMiddleIntegrator 1 fs, friction 1/ps, 0.1 ns equilibration discarded, then one frame per "
+        "0.2 ps (50,000 frames, 10 ns; 10,100,000 MD steps in all). 0.07 % of the frames are brief crossings of phi = 0 "
+        "(74 crossings, none into the C7ax core). Topology: `ala2-vacuum-300K-md.pdb`.",
+        command=MD_C7EQ, seed="2", platform="Reference (OpenMM 8.6.1, CPU only)",
+    ),
+    "ala2-vacuum-c7ax-start.pdb": dict(
+        what="A C7ax (phi > 0) structure of `ala2-vacuum`: the bundled C7eq structure pulled to phi = +75 deg, "
+        "psi = -65 deg by torsion restraints (minimisation, 20 ps restrained MD at 300 K), released and minimised "
+        "(phi 62.3 deg, psi -66.1 deg; 20,000 MD steps).",
+        command=C7AX_START, seed="1", platform="Reference",
+    ),
+    "ala2-vacuum-300K-c7ax.dcd": dict(
+        what="Generator training data, phi > 0 basin: unbiased Langevin MD of `ala2-vacuum` at 300 K started from "
+        "`ala2-vacuum-c7ax-start.pdb`, 1 fs, friction 1/ps, 10 ps equilibration discarded, then one frame per 0.2 ps "
+        "(20,000 frames, 4 ns; 4,010,000 MD steps). 98.2 % of the frames have phi > 0 (5 crossings of phi = 0). "
+        "MD started in each basin gives the generator both states; their relative weight comes from reweighting, "
+        "not from the data. Topology: `ala2-vacuum-300K-md.pdb`.",
+        command=MD_C7AX, seed="3", platform="Reference (OpenMM 8.6.1, CPU only)",
     ),
     "ala2-vacuum-pt.npz": dict(
         what="Parallel tempering of `ala2-vacuum` (openmmtools ReplicaExchangeSampler, swap-all), independent repeats. "

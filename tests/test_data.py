@@ -233,6 +233,21 @@ def test_simulate_command_md_and_tempering(tmp_path, ala2):
         simulate.run(_parse(["ala2-vacuum", *argv]))
 
 
+def test_simulate_command_starts_from_a_given_structure(tmp_path, ala2):
+    start = DATA_DIR / "ala2-vacuum-c7ax-start.pdb"
+    out = tmp_path / "c7ax.dcd"
+    argv = ["ala2-vacuum", "--start", str(start), "-o", str(out), "--frames", "3", "--steps-per-frame", "10", "--no-progress"]
+    assert simulate.run(_parse(argv)) == 0
+    traj = load_trajectory(out, ala2.topology, return_trajectory=True)
+    phi_start = md.compute_phi(md.load(start))[1][0, 0]
+    phi = md.compute_phi(traj)[1][:, 0]
+    assert phi_start > 0.5 and np.all(np.abs(phi - phi_start) < 0.5), (phi_start, phi)
+    with pytest.raises(ValueError, match="22"):
+        simulate.run(_parse(["ala2-vacuum", "--start", str(DATA_DIR / "trpzip2-implicit.pdb"), "-o", str(out)]))
+    with pytest.raises(FileNotFoundError, match="--start file not found"):
+        simulate.run(_parse(["ala2-vacuum", "--start", str(tmp_path / "none.pdb"), "-o", str(out)]))
+
+
 def test_simulate_command_as_a_process(tmp_path):
     out = tmp_path / "dimer.dcd"
     done = subprocess.run(

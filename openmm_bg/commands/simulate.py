@@ -29,6 +29,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     own.add_argument("--structure", type=Path, help="PDB (or inpcrd with --system PRMTOP) with topology and positions")
     own.add_argument("--system-file", type=Path, help="serialized System (.xml) or Amber .prmtop")
     own.add_argument("--forcefield", nargs="+", help="OpenMM force-field files, e.g. amber14-all.xml implicit/gbn2.xml")
+    parser.add_argument(
+        "--start", type=Path,
+        help="start from the positions in this PDB or trajectory (last frame) instead of the system's own; atoms must match",
+    )
     parser.add_argument("--frames", type=int, default=1000, help="frames to write (PT: iterations)")
     parser.add_argument("--steps-per-frame", type=int, default=500)
     parser.add_argument("--timestep", type=float, default=0.001, help="ps")
@@ -58,6 +62,20 @@ def _molecular_system(args: argparse.Namespace):
     )
 
 
+def _with_start(mol, path: Path):
+    """``mol`` with its positions replaced by the last frame of ``path`` (atoms checked)."""
+    import dataclasses
+
+    import numpy as np
+
+    from openmm_bg.data import load_trajectory
+
+    if not path.is_file():
+        raise FileNotFoundError(f"--start file not found: {path}")
+    positions = load_trajectory(path, mol.topology)
+    return dataclasses.replace(mol, positions=np.asarray(positions[-1], dtype=np.float64))
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the simulation described by ``args``; return 0 on success."""
     from openmm_bg.data import (
@@ -76,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
             f"--frames, --steps-per-frame and --timestep must be positive, got {args.frames}, {args.steps_per_frame}, {args.timestep}"
         )
     mol = _molecular_system(args)
+    if args.start is not None:
+        mol = _with_start(mol, args.start)
     system = mol.system
     if args.hydrogen_mass is not None:
         system = repartition_hydrogen_mass(system, mol.openmm_topology, args.hydrogen_mass)
