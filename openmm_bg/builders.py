@@ -16,7 +16,7 @@ from torch import Tensor
 from .coordinates import CircularToReal, GuardedCoordinates, InternalCoordinateNormalization, InternalCoordinateTransform
 from .distributions import NormalPrior
 from .energies.base import Energy
-from .flows import Flatten, Sequential, real_nvp
+from .flows import Flatten, Sequential, neural_spline, real_nvp
 from .generator import BoltzmannGenerator
 
 __all__ = ["realnvp_generator", "molecular_generator", "molecular_generator_from_data"]
@@ -69,12 +69,15 @@ def molecular_generator(
     permute: bool = True,
     sigma: float = 1.0,
     double: bool = True,
+    coupling: str = "affine",
+    n_bins: int = 8,
+    spline_bound: float = 5.0,
 ) -> BoltzmannGenerator:
-    """Internal coordinates, normalisation, RealNVP and a Gaussian prior for one molecule.
+    """Internal coordinates, normalisation, a coupling flow and a Gaussian prior for one molecule.
 
     Layers, configuration -> latent: :class:`GuardedCoordinates` (internal coordinates,
     normalised; torsions to one turn [-1, 1)), :class:`CircularToReal` (torsions onto R),
-    then RealNVP.
+    then RealNVP (``coupling="affine"``) or a neural spline flow (``coupling="spline"``).
 
     The normalisation starts neutral; fit it with :func:`molecular_generator_from_data`
     or load it with the state dict of a checkpoint.
@@ -96,16 +99,24 @@ def molecular_generator(
         Prior width.
     double : bool
         Use float64.
+    coupling : str
+        ``"affine"`` (RealNVP) or ``"spline"`` (rational-quadratic splines, which
+        represent the several modes of a backbone torsion within one dimension).
+    n_bins, spline_bound
+        Bins per spline and the interval ``[-spline_bound, spline_bound]`` they cover
+        (see :func:`openmm_bg.flows.neural_spline`); used with ``coupling="spline"``.
     """
+    if coupling not in ("affine", "spline"):
+        raise ValueError(f"coupling must be 'affine' or 'spline', got {coupling!r}")
     zm = np.asarray(zmatrix, dtype=np.int64)
     constraint_map = {(int(i), int(j)): float(length) for i, j, length in (constraints or [])}
     transform = InternalCoordinateTransform(zm, constraints=constraint_map, remove_rigid_body=remove_rigid_body)
     coordinates = GuardedCoordinates(transform, InternalCoordinateNormalization(transform.circular))
-    flow = Sequential(
-        coordinates,
-        CircularToReal(transform.circular),
-        real_nvp(transform.dim, n_blocks=n_blocks, hidden=tuple(hidden), scale_bound=scale_bound, permute=permute),
-    )
+    if coupling == "affine":
+        couplings = real_nvp(transform.dim, n_blocks=n_blocks, hidden=tuple(hidden), scale_bound=scale_bound, permute=permute)
+    else:
+        couplings = neural_spline(transform.dim, n_blocks=n_blocks, hidden=tuple(hidden), n_bins=n_bins, bound=spline_bound, permute=permute)
+    flow = Sequential(coordinates, CircularToReal(transform.circular), couplings)
     generator = BoltzmannGenerator(NormalPrior(transform.dim, sigma), flow, energy, event_shape=(transform.n_atoms, 3))
     return generator.double() if double else generator
 

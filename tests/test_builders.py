@@ -30,9 +30,10 @@ def perturbed(generator, scale=0.05, seed=1):
     return generator
 
 
-def test_density_of_proposals_matches_density_evaluation(ala2):
+@pytest.mark.parametrize("coupling", ["affine", "spline"])
+def test_density_of_proposals_matches_density_evaluation(ala2, coupling):
     _, top, x = ala2
-    gen, _ = molecular_generator_from_data(top, x, n_blocks=2, hidden=[32])
+    gen, _ = molecular_generator_from_data(top, x, n_blocks=2, hidden=[32], coupling=coupling)
     gen = perturbed(gen)
     gen.prior.sigma = 0.2  # untrained, a unit prior would throw most torsions out of their [-1, 1) turn
     xs, z, log_prob = gen.propose(64, generator=torch.Generator().manual_seed(2))
@@ -70,9 +71,10 @@ def test_out_of_domain_latents_give_nan_positions_and_zero_weight(ala2):
     assert not torch.isnan(s.log_weight).any()
 
 
-def test_molecular_checkpoint_reloads_without_training_data(ala2, tmp_path):
+@pytest.mark.parametrize("coupling", ["affine", "spline"])
+def test_molecular_checkpoint_reloads_without_training_data(ala2, tmp_path, coupling):
     _, top, x = ala2
-    gen, kwargs = molecular_generator_from_data(top, x, n_blocks=2, hidden=[16])
+    gen, kwargs = molecular_generator_from_data(top, x, n_blocks=2, hidden=[16], coupling=coupling, n_bins=5)
     gen = perturbed(gen)
     path = save_generator(gen, tmp_path / "ala2.pt", "openmm_bg.builders.molecular_generator", kwargs)
     loaded = load_generator(path)
@@ -82,5 +84,7 @@ def test_molecular_checkpoint_reloads_without_training_data(ala2, tmp_path):
 
 def test_bad_positions(ala2):
     _, top, x = ala2
+    with pytest.raises(ValueError, match="coupling must be 'affine' or 'spline', got 'cubic'"):
+        molecular_generator_from_data(top, x, n_blocks=1, coupling="cubic")
     with pytest.raises(ValueError, match=r"shape \(n_frames, 22, 3\)"):
         molecular_generator_from_data(top, x[:, :21], n_blocks=1)

@@ -21,6 +21,7 @@ from openmm_bg.flows import (
     RealNVPBlock,
     Scaling,
     Sequential,
+    SplineCoupling,
     SwapHalves,
     half_mask,
 )
@@ -40,8 +41,16 @@ LAYERS = {
     "inverse": lambda: Inverse(RealNVPBlock(DIM, hidden=(8,))),
     "real_nvp": lambda: flows.real_nvp(DIM, n_blocks=2, hidden=(16,), permute=True),
     "nicer-net": lambda: flows.nicer(DIM, n_blocks=2, hidden=(16,)),
+    # bound 1.5 puts some of the N(0, 1) test points on the identity tails
+    "spline-coupling": lambda: SplineCoupling(half_mask(DIM), hidden=(16,), n_bins=6, bound=1.5),
+    "neural_spline": lambda: flows.neural_spline(DIM, n_blocks=2, hidden=(16,), n_bins=4, bound=2.0, permute=True),
     "composition": lambda: Sequential(Scaling(DIM), NICERBlock(DIM, hidden=(8,)), SwapHalves(DIM), AffineCoupling(half_mask(DIM), hidden=(8,)), ExpScaling(DIM)),
 }
+
+
+#: Splines invert by solving a quadratic, which loses about three digits where a bin is
+#: steep; their round trip is held to 1e-9 instead of 1e-10 (and 1e-12 for the ladj sum).
+TOLERANCE = {"spline-coupling": 1e-9, "neural_spline": 1e-9}
 
 
 def make(name):
@@ -73,9 +82,10 @@ def test_round_trip(name):
     z, _ = layer.forward(x)
     x_back, _ = layer.inverse(z)
     assert z.shape == x.shape and z.dtype == torch.float64
-    assert torch.allclose(x_back, x, atol=1e-10, rtol=0)
+    tol = TOLERANCE.get(name, 1e-10)
+    assert torch.allclose(x_back, x, atol=tol, rtol=0)
     z_back, _ = layer.forward(layer.inverse(z)[0])
-    assert torch.allclose(z_back, z, atol=1e-10, rtol=0)
+    assert torch.allclose(z_back, z, atol=tol, rtol=0)
 
 
 @pytest.mark.parametrize("name", sorted(LAYERS))
@@ -87,7 +97,7 @@ def test_ladj_matches_autograd_both_directions(name):
     assert ladj_xz.shape == (x.shape[0],) and ladj_zx.shape == (x.shape[0],)
     assert torch.allclose(ladj_xz, autograd_logdet(layer.forward, x), atol=1e-10, rtol=0)
     assert torch.allclose(ladj_zx, autograd_logdet(layer.inverse, z), atol=1e-10, rtol=0)
-    assert torch.allclose(ladj_xz + ladj_zx, torch.zeros_like(ladj_xz), atol=1e-12)
+    assert torch.allclose(ladj_xz + ladj_zx, torch.zeros_like(ladj_xz), atol=TOLERANCE.get(name, 1e-12))
 
 
 @pytest.mark.parametrize("name", sorted(LAYERS))

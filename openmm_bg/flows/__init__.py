@@ -1,9 +1,10 @@
 """Invertible layers.  Every layer maps configuration -> latent in ``forward``."""
 
 from .base import Bijection, Inverse, Sequential, check_flat
-from .builders import nicer, real_nvp
+from .builders import neural_spline, nicer, real_nvp
 from .coupling import AdditiveCoupling, AffineCoupling, NICERBlock, RealNVPBlock, half_mask
 from .elementwise import ExpScaling, Flatten, Permutation, Scaling, SwapHalves
+from .spline import SplineCoupling, rational_quadratic_spline
 from .networks import MLP
 
 __all__ = [
@@ -15,6 +16,8 @@ __all__ = [
     "AffineCoupling",
     "NICERBlock",
     "RealNVPBlock",
+    "SplineCoupling",
+    "rational_quadratic_spline",
     "half_mask",
     "Scaling",
     "ExpScaling",
@@ -23,5 +26,6 @@ __all__ = [
     "Flatten",
     "MLP",
     "real_nvp",
+    "neural_spline",
     "nicer",
 ]
