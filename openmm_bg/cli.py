@@ -26,6 +26,7 @@ SUBCOMMANDS = {
     "train": "train",
     "sample": "sample",
     "free-energy": "free_energy",
+    "demo": "demo",
 }
 
 

@@ -1,0 +1,515 @@
+"""The main job end to end: a Boltzmann generator for a molecule, checked against a reference.
+
+:func:`run_demo` trains a generator for alanine dipeptide in vacuum on the bundled MD
+data (one trajectory started in each phi basin), by example and optionally by example
+plus energy, draws importance-weighted samples, and estimates the free-energy
+difference of two states, which it compares with the bundled parallel-tempering
+reference.  Every energy evaluation is counted, including the MD that made the data.
+:func:`plot_demo` draws the Ramachandran plots, the loss curves and the log weights.
+``openmm-bg demo`` runs both (:mod:`openmm_bg.commands.demo`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .toy_demo import torch_threads
+from .training import Trainer, TrainingConfig
+
+__all__ = ["DemoSettings", "DemoReport", "run_demo", "plot_demo", "OUTPUT_FILES"]
+
+#: what run_demo and plot_demo write in the output folder
+OUTPUT_FILES = {
+    "generator": "generator.pt", "trajectory": "samples.dcd", "topology": "samples.pdb", "arrays": "samples.npz",
+    "report": "report.json", "history": "history.json", "settings": "settings.yaml",
+    "ramachandran": "ramachandran.png", "losses": "losses.png", "log_weights": "log_weights.png",
+}
+
+DEFAULT_TRAINING_DATA = (
+    {"file": "ala2-vacuum-300K-c7eq.dcd", "stride": 1, "md_steps": 10_100_000},
+    # 4,010,000 steps of MD plus the 20,000 that made its C7ax starting structure
+    {"file": "ala2-vacuum-300K-c7ax.dcd", "stride": 2, "md_steps": 4_010_000 + 20_000},
+)
+DEFAULT_ARCHITECTURE = {"n_blocks": 6, "hidden": [128, 128]}
+DEFAULT_ML = {"n_iterations": 1000, "batch_size": 512, "learning_rate": 1e-3, "lr_schedule": "cosine"}
+DEFAULT_KL = {"n_iterations": 0}
+_MERGED = {"architecture": DEFAULT_ARCHITECTURE, "ml": DEFAULT_ML, "kl": DEFAULT_KL}
+
+
+def _int_at_least(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+@dataclass
+class DemoSettings:
+    """Everything a demo run depends on; every field can come from a YAML file.
+
+    Attributes
+    ----------
+    system : str
+        A ready-made system (:func:`openmm_bg.systems.get_system`).
+    training_data : list of dict
+        ``{"file": name in data/ (or a path), "stride": every n-th frame, "md_steps": MD
+        energy evaluations that made the file}``; the files are concatenated.  ``md_steps``
+        counts in the cost whatever the stride.
+    training_topology : str or None
+        Topology the training files were written with (name in data/ or a path), checked
+        atom by atom against the system's; None checks the atom count only.
+    architecture : dict
+        Keywords of :func:`openmm_bg.builders.molecular_generator_from_data` (``n_blocks``,
+        ``hidden``, ...).
+    ml : dict
+        :class:`~openmm_bg.training.TrainingConfig` fields of stage 1, training by example
+        (``seed`` defaults to ``seed``).
+    kl : dict
+        TrainingConfig fields of stage 2, by example and energy; ``n_iterations: 0`` skips
+        it.  ``w_kl`` defaults to 1 and ``seed`` to ``seed + 1``.
+    n_samples, sample_batch_size : int
+        Generator samples for the estimate, drawn in batches of this size.
+    n_bootstrap : int
+        Bootstrap resamples for the error of dF.
+    state_a, state_b : str
+        Built-in states of the system or expressions (:func:`openmm_bg.states.parse_state`);
+        the estimate is ``F(state_b) - F(state_a)``.
+    seed : int
+        Network initialisation and bootstrap; training uses ``seed``, ``seed + 1`` and
+        sampling ``seed + 2``.
+    torch_threads : int
+        Torch intra-op threads during the run (one is fastest for networks this small).
+
+    ``architecture``, ``ml`` and ``kl`` are merged over the defaults: keys not given keep
+    the default values.
+    """
+
+    system: str = "ala2-vacuum"
+    training_data: list = field(default_factory=lambda: [dict(d) for d in DEFAULT_TRAINING_DATA])
+    training_topology: str | None = "ala2-vacuum-300K-md.pdb"
+    architecture: dict = field(default_factory=lambda: dict(DEFAULT_ARCHITECTURE))
+    ml: dict = field(default_factory=lambda: dict(DEFAULT_ML))
+    kl: dict = field(default_factory=lambda: dict(DEFAULT_KL))
+    n_samples: int = 100_000
+    sample_batch_size: int = 10_000
+    n_bootstrap: int = 200
+    state_a: str = "phi_negative"
+    state_b: str = "phi_positive"
+    seed: int = 0
+    torch_threads: int = 1
+
+    def __post_init__(self):
+        for name, default in _MERGED.items():
+            value = getattr(self, name)
+            if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+                raise ValueError(f"{name} must be a mapping of settings, got {value!r}")
+            setattr(self, name, json.loads(json.dumps({**default, **value})))  # tuples to lists: YAML-safe, round-trips equal
+        if not isinstance(self.training_data, (list, tuple)) or not self.training_data:
+            raise ValueError(f"training_data must be a non-empty list of {{file, stride, md_steps}}, got {self.training_data!r}")
+        entries = []
+        for entry in self.training_data:
+            if not isinstance(entry, dict) or set(entry) - {"file", "stride", "md_steps"} or not {"file", "md_steps"} <= set(entry):
+                raise ValueError(f"each training_data entry needs the keys file, md_steps (and optionally stride), got {entry!r}")
+            entries.append({"file": str(entry["file"]), "stride": _int_at_least("stride", entry.get("stride", 1)),
+                            "md_steps": _int_at_least("md_steps", entry["md_steps"], 0)})
+        self.training_data = entries
+        for name, minimum in (("n_samples", 1), ("sample_batch_size", 1), ("n_bootstrap", 2), ("torch_threads", 1), ("seed", 0)):
+            _int_at_least(name, getattr(self, name), minimum)
+        for name in ("system", "state_a", "state_b"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
+                raise ValueError(f"{name} must be a non-empty string, got {getattr(self, name)!r}")
+        self.stage_config("ml")
+        self.stage_config("kl", check=True)
+        from .builders import molecular_generator
+
+        parameters = inspect.signature(molecular_generator).parameters
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+            known = sorted(set(parameters) - {"energy", "zmatrix", "constraints"})
+            unknown = sorted(set(self.architecture) - set(known))
+            if unknown:
+                raise ValueError(f"unknown architecture settings {unknown}; known are {known}")
+
+    def stage_config(self, stage: str, check: bool = False) -> TrainingConfig | None:
+        """The TrainingConfig of stage ``"ml"`` or ``"kl"`` with the defaults above; None for a skipped stage 2."""
+        values = dict(self.ml if stage == "ml" else {"w_kl": 1.0, **self.kl})
+        values.setdefault("seed", self.seed + (stage == "kl"))
+        if stage == "kl" and values.get("n_iterations", 0) == 0:
+            if not check:
+                return None
+            values["n_iterations"] = 1  # validate the other keys of a skipped stage too
+        try:
+            return TrainingConfig.from_dict(values)
+        except ValueError as error:
+            raise ValueError(f"{stage}: {error}") from None
+
+    @classmethod
+    def quick(cls) -> "DemoSettings":
+        """A tiny budget for tests and installation checks: under a minute on 2 cores."""
+        return cls(
+            training_data=[{**d, "stride": 14} for d in DEFAULT_TRAINING_DATA],  # 3572 + 1429 frames
+            architecture={"n_blocks": 2, "hidden": [32, 32]},
+            ml={"n_iterations": 100, "batch_size": 256},
+            kl={"n_iterations": 20, "kl_batch_size": 128, "w_kl": 0.1},
+            n_samples=3000,
+            sample_batch_size=1000,
+            n_bootstrap=20,
+        )
+
+    def to_dict(self) -> dict:
+        """Plain mapping of all settings, YAML-safe."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict, base: "DemoSettings | None" = None) -> "DemoSettings":
+        """Settings from a mapping over ``base`` (default: the defaults); unknown keys raise ``ValueError``."""
+        if not isinstance(values, dict):
+            raise ValueError(f"demo settings must be a mapping, got a {type(values).__name__}")
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"unknown demo settings {unknown}; known settings are {known}")
+        merged = (base or cls()).to_dict()
+        for key, value in values.items():
+            merged[key] = {**merged[key], **value} if key in _MERGED and isinstance(value, dict) else value
+        return cls(**merged)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, base: "DemoSettings | None" = None) -> "DemoSettings":
+        """Read settings from a YAML mapping over ``base``; missing keys keep their values, unknown keys raise."""
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"demo settings file not found: {path}")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ValueError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
+        return cls.from_dict(values, base)
+
+    def to_yaml(self, path: str | Path) -> Path:
+        """Write every setting to a YAML file."""
+        import yaml
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        return path
+
+
+@dataclass
+class DemoReport:
+    """Figures of a demo run; free energies in kT, fractions in [0, 1], times in s.
+
+    ``delta_f`` is ``F(state_b) - F(state_a)`` (None, with ``note`` saying why, when a state
+    holds no weight); ``kish_ess`` is a fraction of all samples drawn; ``raw_fraction_b``
+    the fraction of the written samples in state B before reweighting; ``state_stats`` has
+    ``n_a``, ``n_b`` (samples) and ``ess_a``, ``ess_b`` (effective samples) in each state.
+    ``reference`` is the bundled record (``delta_f_kT``, ``error_kT``, ``file``) or None;
+    ``within_0_2_kT`` and ``within_2_sigma`` (twice the bootstrap error) compare the
+    deviation from it.  ``energy_evaluations`` holds ``md_data``, ``training``,
+    ``sampling`` and ``total``; ``wall_time_s`` the phases and ``total``.
+    """
+
+    settings: DemoSettings
+    system: str
+    temperature_K: float
+    frames: dict[str, int]
+    n_samples: int
+    n_written: int
+    n_out_of_domain: int
+    kish_ess: float
+    raw_fraction_b: float
+    state_stats: dict[str, float]
+    delta_f: float | None
+    delta_f_error: float | None
+    reference: dict | None
+    deviation: float | None
+    within_0_2_kT: bool | None
+    within_2_sigma: bool | None
+    energy_evaluations: dict[str, int]
+    wall_time_s: dict[str, float]
+    paths: dict[str, str]
+    note: str = ""
+    history_ml: list = field(repr=False, default_factory=list)
+    history_kl: list = field(repr=False, default_factory=list)
+    data_phi_psi: np.ndarray | None = field(repr=False, default=None)
+    sample_phi_psi: np.ndarray | None = field(repr=False, default=None)
+    log_weight: np.ndarray | None = field(repr=False, default=None)
+    in_a: np.ndarray | None = field(repr=False, default=None)
+    in_b: np.ndarray | None = field(repr=False, default=None)
+
+    @property
+    def n_frames(self) -> int:
+        """Training frames in all."""
+        return sum(self.frames.values())
+
+    def to_dict(self) -> dict:
+        """The figures as JSON-safe values (report.json), without histories and arrays."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.repr}
+        out["settings"] = self.settings.to_dict()
+        out["n_frames"] = self.n_frames
+        out["within_0.2_kT"] = out.pop("within_0_2_kT")
+        return out
+
+    def summary(self) -> str:
+        s, e, t = self.settings, self.energy_evaluations, self.wall_time_s
+        a, b = s.state_a, s.state_b
+        files = ", ".join(f"{n} {name}" for name, n in self.frames.items())
+        stage2 = f" + {len(self.history_kl)} by example and energy" if self.history_kl else ""
+        lines = [
+            f"system                 {self.system} at {self.temperature_K:g} K",
+            f"training frames        {self.n_frames} ({files})",
+            f"training               {len(self.history_ml)} iterations by example{stage2}",
+            f"samples                {self.n_samples} drawn, {self.n_out_of_domain} outside the coordinate domain",
+            f"Kish ESS               {100 * self.kish_ess:.2f} % ({self.kish_ess * self.n_samples:.1f} effective samples)",
+            f"states                 A = {a}, B = {b}",
+            f"raw samples in B       {100 * self.raw_fraction_b:.2f} %",
+        ]
+        if self.delta_f is None:
+            lines.append(f"F(B) - F(A)            not estimated: {self.note}")
+        else:
+            lines.append(f"F(B) - F(A)            {self.delta_f:.3f} +- {self.delta_f_error:.3f} kT (bootstrap, {s.n_bootstrap} resamples)")
+        if self.reference is not None:
+            lines.append(f"reference              {self.reference['delta_f_kT']:.3f} +- {self.reference['error_kT']:.3f} kT ({Path(self.reference['file']).name})")
+        if self.deviation is not None:
+            yes = {True: "", False: "not "}
+            lines.append(f"deviation              {self.deviation:+.3f} kT: {yes[self.within_0_2_kT]}within 0.2 kT, {yes[self.within_2_sigma]}within 2 sigma")
+        lines += [
+            f"energy evaluations     {e['md_data']:,} MD data + {e['training']:,} training + {e['sampling']:,} sampling = {e['total']:,}",
+            f"wall time              {t['training']:.1f} s training + {t['sampling']:.1f} s sampling; {t['total']:.1f} s in all",
+        ]
+        return "\n".join(lines)
+
+
+def _say(progress: bool, message: str) -> None:
+    if progress:
+        print(f"openmm-bg demo: {message}", file=sys.stderr, flush=True)
+
+
+def _data_file(name: str | None) -> Path | None:
+    """A file named in the settings: a bundled file in data/, else a path."""
+    from .data import bundled_path
+    from .systems import DATA_DIR
+
+    if name is None:
+        return None
+    path = Path(name)
+    if not path.is_absolute() and (DATA_DIR / path).is_file():
+        return DATA_DIR / path
+    if path.is_file():
+        return path
+    return bundled_path(name)  # raises OSError naming the bundled files
+
+
+def run_demo(settings: DemoSettings | None = None, output_dir: str | Path = "openmm-bg-demo", progress: bool = True) -> DemoReport:
+    """Train, sample, reweight and compare with the reference; write the outputs to ``output_dir``.
+
+    Writes generator.pt (reload with :func:`openmm_bg.generator.load_generator`, or use
+    with ``openmm-bg sample`` / ``free-energy``), samples.dcd/.pdb/.npz (as ``openmm-bg
+    sample`` writes them), report.json (:meth:`DemoReport.to_dict`), history.json (both
+    stages) and settings.yaml.  Figures: :func:`plot_demo`.
+    """
+    settings = settings or DemoSettings()
+    if Path(output_dir).exists() and not Path(output_dir).is_dir():
+        raise NotADirectoryError(f"output folder {output_dir} is a file")
+    with torch_threads(settings.torch_threads):
+        return _run_demo(settings, Path(output_dir), progress)
+
+
+def _run_demo(s: DemoSettings, output: Path, progress: bool) -> DemoReport:
+    from .builders import molecular_generator_from_data
+    from .commands.free_energy import state_free_energy
+    from .commands.sample import draw_samples, save_samples
+    from .data import load_trajectory
+    from .energies import OpenMMEnergy
+    from .generator import save_generator
+    from .states import bundled_reference, evaluate_states, parse_state
+    from .systems import get_system
+
+    clock = {"start": time.perf_counter()}
+    molecule = get_system(s.system)
+    state_a = parse_state(s.state_a, molecule.collective_variables, molecule.states, label="state_a")
+    state_b = parse_state(s.state_b, molecule.collective_variables, molecule.states, label="state_b")
+    files = [(_data_file(entry["file"]), entry["stride"]) for entry in s.training_data]
+    topology_file = _data_file(s.training_topology)
+    _say(progress, f"loading {len(files)} training files for {molecule.name}")
+    chunks = [load_trajectory(path, molecule.topology, trajectory_topology=topology_file, stride=stride) for path, stride in files]
+    frames: dict[str, int] = {}
+    for (path, _), chunk in zip(files, chunks):
+        frames[path.name] = frames.get(path.name, 0) + int(chunk.shape[0])
+    positions = np.concatenate(chunks).astype(np.float64)
+    energy = OpenMMEnergy(molecule.system, molecule.temperature, platform=molecule.platform)
+    torch.manual_seed(s.seed)
+    generator, builder_kwargs = molecular_generator_from_data(molecule.topology, positions, energy, system=molecule.system, **s.architecture)
+    clock["loaded"] = time.perf_counter()
+
+    data = torch.as_tensor(positions)
+    trainers = []
+    for stage, what in (("ml", "by example"), ("kl", "by example and energy")):
+        config = s.stage_config(stage)
+        if config is not None:
+            _say(progress, f"training {what}: {config.n_iterations} iterations")
+            trainers.append(Trainer(generator, config, data=data))
+            trainers[-1].train(progress=progress)
+        clock[stage] = time.perf_counter()
+
+    output.mkdir(parents=True, exist_ok=True)
+    training_evaluations = sum(trainer.energy_evaluations for trainer in trainers)
+    metadata = {"system": molecule.name, "temperature_K": float(molecule.temperature), "demo_settings": s.to_dict(),
+                "training": [trainer.config.to_dict() for trainer in trainers], "n_frames": int(positions.shape[0]),
+                "energy_evaluations": training_evaluations}
+    paths = {"generator": save_generator(generator, output / OUTPUT_FILES["generator"], "openmm_bg.builders.molecular_generator", builder_kwargs, metadata)}
+
+    _say(progress, f"drawing {s.n_samples} samples")
+    samples = draw_samples(
+        generator, s.n_samples, seed=s.seed + 2, batch_size=s.sample_batch_size, progress=progress,
+        system=molecule.name, temperature_K=molecule.temperature,
+    )
+    box = None if molecule.box_vectors is None else np.diag(molecule.box_vectors)
+    paths.update(save_samples(samples, output, molecule.topology, box_lengths=box, extra={"seed": s.seed + 2, "batch_size": s.sample_batch_size}))
+    clock["sampling"] = time.perf_counter()
+
+    in_a, in_b = evaluate_states([state_a, state_b], samples.positions)
+    note, stats = "", {}
+    try:
+        result = state_free_energy(samples, in_a, in_b, n_bootstrap=s.n_bootstrap, seed=s.seed, names=(s.state_a, s.state_b))
+        stats = {key: result[key] for key in ("n_a", "n_b", "ess_a", "ess_b", "n_both")}
+        delta_f, error = result["delta_f_kT"], result["error_kT"]
+    except ValueError as failure:  # a state without weight: keep the outputs, say why
+        delta_f = error = None
+        note = str(failure)
+    reference = bundled_reference(molecule.name, state_a.definition, state_b.definition, molecule.temperature)
+    if reference is not None:
+        reference = {key: reference[key] for key in ("delta_f_kT", "error_kT", "file")}
+    deviation = None if reference is None or delta_f is None else delta_f - reference["delta_f_kT"]
+    cvs = molecule.collective_variables
+    has_rama = "phi" in cvs and "psi" in cvs
+    clock["end"] = time.perf_counter()
+
+    times = {"loading": (clock["start"], clock["loaded"]), "training_ml": (clock["loaded"], clock["ml"]), "training_kl": (clock["ml"], clock["kl"]),
+             "training": (clock["loaded"], clock["kl"]), "sampling": (clock["kl"], clock["sampling"]),
+             "analysis": (clock["sampling"], clock["end"]), "total": (clock["start"], clock["end"])}
+    report = DemoReport(
+        settings=s, system=molecule.name, temperature_K=float(molecule.temperature), frames=frames,
+        n_samples=samples.n_requested, n_written=samples.n_written, n_out_of_domain=samples.n_out_of_domain,
+        kish_ess=samples.kish_ess(), raw_fraction_b=float(np.mean(in_b)), state_stats=stats,
+        delta_f=delta_f, delta_f_error=error, reference=reference, deviation=deviation,
+        within_0_2_kT=None if deviation is None else bool(abs(deviation) <= 0.2),
+        within_2_sigma=None if deviation is None else bool(abs(deviation) <= 2 * error),
+        energy_evaluations={"md_data": sum(entry["md_steps"] for entry in s.training_data), "training": training_evaluations,
+                            "sampling": samples.energy_evaluations},
+        wall_time_s={key: b - a for key, (a, b) in times.items()},
+        paths={key: str(path) for key, path in paths.items()},
+        note=note,
+        history_ml=trainers[0].history,
+        history_kl=trainers[1].history if len(trainers) > 1 else [],
+        data_phi_psi=np.stack([cvs["phi"](positions), cvs["psi"](positions)], 1) if has_rama else None,
+        sample_phi_psi=np.stack([cvs["phi"](samples.positions), cvs["psi"](samples.positions)], 1) if has_rama else None,
+        log_weight=samples.log_weight, in_a=in_a, in_b=in_b,
+    )
+    report.energy_evaluations["total"] = sum(report.energy_evaluations.values())
+    for key in ("report", "history", "settings"):
+        report.paths[key] = str(output / OUTPUT_FILES[key])
+    s.to_yaml(report.paths["settings"])
+    Path(report.paths["history"]).write_text(json.dumps({"ml": report.history_ml, "kl": report.history_kl}))
+    Path(report.paths["report"]).write_text(json.dumps(report.to_dict(), indent=1) + "\n")
+    return report
+
+
+def plot_demo(report: DemoReport, output_dir: str | Path) -> dict[str, Path]:
+    """Write ramachandran.png (when the system has phi and psi), losses.png and log_weights.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    s = report.settings
+    finite = np.isfinite(report.log_weight)
+    relative = np.where(finite, report.log_weight - (report.log_weight[finite].max() if finite.any() else 0.0), -np.inf)
+    weights = np.exp(relative)
+    ess = f"Kish ESS {100 * report.kish_ess:.2f} %"
+
+    def save(fig, key):
+        fig.savefig(output / OUTPUT_FILES[key], dpi=110)
+        plt.close(fig)
+        paths[key] = output / OUTPUT_FILES[key]
+
+    if report.data_phi_psi is not None:
+        cap, edges = 10.0, np.linspace(-180.0, 180.0, 61)
+        panels = [
+            (report.data_phi_psi, None, f"MD training data ({report.n_frames} frames)"),
+            (report.sample_phi_psi, None, f"generator, raw ({report.n_written} samples)"),
+            (report.sample_phi_psi, weights, f"generator, reweighted ({ess})"),
+        ]
+        fig, axes = plt.subplots(1, 3, figsize=(15, 5), sharey=True, layout="constrained")
+        for ax, (angles, w, title) in zip(axes, panels):
+            h = np.histogram2d(*np.degrees(angles).T, bins=[edges, edges], weights=w)[0]
+            with np.errstate(divide="ignore"):
+                f = -np.log(h / h.sum()) if h.sum() > 0 else np.full(h.shape, np.inf)
+            f = np.ma.masked_where(h <= 0, np.minimum(f - f[h > 0].min(), cap) if (h > 0).any() else f)
+            mesh = ax.pcolormesh(edges, edges, f.T, vmin=0.0, vmax=cap, cmap="viridis")
+            ax.axvline(0.0, color="k", ls="--", lw=1)
+            ax.set(xlim=(-180, 180), ylim=(-180, 180), xticks=range(-180, 181, 90), yticks=range(-180, 181, 90),
+                   xlabel="phi (degrees)", title=title, facecolor="0.93", aspect="equal")
+        axes[0].set_ylabel("psi (degrees)")
+        fig.colorbar(mesh, ax=axes, shrink=0.8, label=f"free energy (kT), capped at {cap:g}; grey: empty")
+        fig.suptitle(f"{report.system}: -log density on {len(edges) - 1}x{len(edges) - 1} bins; dashed: phi = 0")
+        save(fig, "ramachandran")
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), layout="constrained")
+    history = report.history_ml + report.history_kl
+    it = np.arange(len(history))
+    ml = np.array([row.get("ml", np.nan) for row in history], dtype=float)
+    ax = axes[0]
+    ax.plot(it, ml, lw=0.6, color="tab:blue", alpha=0.5, label="J_ML per iteration")
+    window, ok = max(1, len(it) // 50), np.isfinite(ml)
+    with np.errstate(invalid="ignore"):
+        smooth = np.convolve(np.where(ok, ml, 0.0), np.ones(window), "valid") / np.convolve(ok, np.ones(window), "valid")
+    ax.plot(it[window - 1:], smooth, color="tab:blue", lw=1.5, label=f"running mean over {window}")
+    shown = ml[len(ml) // 20:][np.isfinite(ml[len(ml) // 20:])]
+    if shown.size:
+        lo, hi = np.percentile(shown, [0.5, 99.5])
+        ax.set_ylim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
+    lr = ax.twinx()
+    lr.plot(it, [row["lr"] for row in history], color="grey", lw=1, ls=":")
+    lr.set(yscale="log", ylabel="learning rate (dotted)")
+    ax.set(xlabel="iteration", ylabel="J_ML (negative log-likelihood of the data)", title=("J_ML over both stages" if report.history_kl else "stage 1: by example") + " (y range: last 95 % of iterations)")
+    ax = axes[1]
+    if report.history_kl:
+        kl = np.array([row.get("kl", np.nan) for row in report.history_kl], dtype=float)
+        ax.plot(it[len(report.history_ml):], kl, lw=0.8, color="tab:green", label="J_KL")
+        ax.set(xlabel="iteration", ylabel="J_KL (reduced free energy of the generator, kT)", title="stage 2: by example and energy")
+        for a in axes:
+            a.axvline(len(report.history_ml), color="k", ls="--", lw=1, label="stage 2 starts")
+    else:
+        ax.text(0.5, 0.5, "stage 2 (by example and energy) skipped:\nkl.n_iterations = 0", ha="center", va="center", transform=ax.transAxes)
+        ax.set(xticks=[], yticks=[], title="stage 2: by example and energy")
+    for a in axes:
+        if a.get_legend_handles_labels()[0]:
+            a.legend(fontsize=8, loc="upper right")
+    save(fig, "losses")
+
+    fig, ax = plt.subplots(figsize=(8, 4.8), layout="constrained")
+    values = relative[finite]
+    lo = min(max(float(np.percentile(values, 0.5)), -100.0), -1.0) if values.size else -1.0
+    bins = np.linspace(lo, 0.0, 61)
+    for mask, name, color in ((report.in_a, s.state_a, "tab:blue"), (report.in_b, s.state_b, "tab:orange")):
+        v = relative[mask & finite]
+        ax.hist(v[v >= lo], bins=bins, histtype="step", lw=1.8, color=color, label=f"{name}: {int(mask.sum())} samples ({int((v < lo).sum())} below {lo:.0f})")
+    ax.set(yscale="log", xlabel="log importance weight - max (finite weights)", ylabel="samples",
+           title=f"{report.system}: log weights of {report.n_samples} samples; {ess}")
+    ax.legend(fontsize=9, loc="upper left")
+    save(fig, "log_weights")
+    return paths
