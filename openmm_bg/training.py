@@ -120,6 +120,14 @@ class TrainingConfig:
     seed: int = 0
 
     def __post_init__(self):
+        # YAML 1.1 (PyYAML) reads "1e-3" as a string; accept any spelling float() accepts
+        for name in ("learning_rate", "min_learning_rate", "weight_decay", "rc_bandwidth", "energy_cut", "grad_clip"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, bool):
+                try:
+                    setattr(self, name, float(value))
+                except (TypeError, ValueError):
+                    raise ValueError(f"{name} must be a number, got {value!r}") from None
         for name in ("n_iterations", "batch_size", "kl_batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")

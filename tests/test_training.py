@@ -45,6 +45,9 @@ def test_cosine_learning_rate_reaches_the_optimizer():
     np.testing.assert_allclose(lr, expected, rtol=1e-12)
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(lr[-1])
     assert Trainer(small_generator(), TrainingConfig(), data=data()).learning_rate(500) == 1e-3
+    assert TrainingConfig(learning_rate="1e-3").learning_rate == 1e-3  # as PyYAML reads 1e-3
+    with pytest.raises(ValueError, match="learning_rate must be a number, got 'fast'"):
+        TrainingConfig(learning_rate="fast")
     for bad in ({"lr_schedule": "step"}, {"weight_decay": -1.0}, {"learning_rate": 0.0}):
         with pytest.raises(ValueError, match="lr_schedule|weight_decay|learning_rate"):
             TrainingConfig(**bad)
