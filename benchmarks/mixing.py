@@ -14,40 +14,43 @@ potential the move evaluates once per application).  Each arm stops at the first
 cycle that reaches the budget, so both spend the budget to within one cycle.
 
 **Transitions** are counted on phi (radians) recorded after every cycle, with a
-dead zone so that barrier recrossings are not counted twice.  The cores are
+dead zone so that barrier recrossings are not counted twice (``benchmarks/_two_state.py``).
+The cores are
 
 * phi < 0 state: ``phi <= -0.5`` or ``phi >= 2.8`` (the beta basin wraps past +-pi);
 * phi > 0 state: ``0.5 <= phi <= 2.2`` (C7ax and alpha_L);
 
 a transition is an entry into one core when the last core visited was the other.
 
-The generator is trained inside the script: ``--ml-iterations`` of maximum
-likelihood, then ``--kl-iterations`` (default 0) of ML + KL at 300 K with ``w_kl``
-ramped 0 -> 1, ``energy_cut=1000``, ``nonfinite="drop"``, learning rate 5e-4.  KL
-raises the ESS but, being mode-seeking, it took away the little mass the generator
-had in the phi > 0 basin (measured: 1000 ML + 1000 ML+KL iterations, ESS 0.94 %,
-0 of 5000 samples in the phi > 0 core; 1000 ML only, ESS 0.60 %, 1.78 % of samples
-there), and without that mass the move makes no transition.  The ML data
-are the bundled 300 K MD frames (phi < 0 basin only) plus ``--hot-steps`` of MD at
-``--hot-temperature`` (default 10^6 steps at 900 K, one frame per 100 steps, each
-cooled by ``--cool-steps`` of 300 K MD), which visits the phi > 0 basin.  Without
-them the generator has no mass there and the BG move cannot make the transition
-(``--hot-steps 0`` shows it).  The energy evaluations of training (hot and cooling
-MD steps, KL samples) are printed separately and are not part of the sampling
-budget.
+**The generator** is ``--generator PATH``, a ``generator.pt`` written by ``openmm-bg demo``
+or ``openmm-bg train``.  Without it the script trains one with
+``openmm_bg.pipeline.run_demo`` (the demo's recipe: ``DemoSettings`` defaults, or
+``--config DEMO.yaml``, on the bundled MD from both phi basins) in ``--workdir`` (default
+a temporary folder), and prints what that cost.  The generator's training cost (the MD
+that made its data, and its training energies) is printed separately and is not part of
+the sampling budget.
+
+**MD alone hardly ever crosses** within an affordable budget, so besides the observed
+rate the script prints its 95 % Poisson range (with no transition, the upper bound
+3 / budget) and the ratio as a lower bound ("at least N x"), and the MD rate predicted
+from the bundled MD by the two-state estimate of ``benchmarks/ala2_free_energy.py``
+(escape rate from the phi > 0 core of the 4 ns C7ax run, detailed balance with the
+reference dF): in equilibrium MD makes ``2 P_A k_AB`` transitions per ns, that is per
+10^6 energy evaluations at 1 fs.
 
 Run from the repository root::
 
-    nice -n 19 python benchmarks/mixing.py                      # a few minutes
-    nice -n 19 python benchmarks/mixing.py --md-budget 20000000   # more MD statistics (rates are per 10^6)
-    nice -n 19 python benchmarks/mixing.py --budget 5000000      # longer runs of both arms
-    nice -n 19 python benchmarks/mixing.py --save-generator /tmp/ala2-bg.pt
-    nice -n 19 python benchmarks/mixing.py --generator /tmp/ala2-bg.pt   # skip training
+    nice -n 19 python benchmarks/mixing.py                                  # trains the demo generator first
+    nice -n 19 python benchmarks/mixing.py --generator openmm-bg-demo/generator.pt
+    nice -n 19 python benchmarks/mixing.py --generator G.pt --md-budget 20000000   # more MD statistics (rates are per 10^6)
+    nice -n 19 python benchmarks/mixing.py --generator G.pt --budget 5000000       # longer runs of both arms
+    openmm-bg demo --quick --output /tmp/q && python benchmarks/mixing.py --generator /tmp/q/generator.pt --budget 20000 --md-budget 20000   # smoke test
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -58,163 +61,62 @@ import openmm.unit as unit
 import torch
 from openmmtools import cache, mcmc, states
 
-from openmm_bg.builders import molecular_generator_from_data
-from openmm_bg.data.bundled import load_bundled_trajectory
-from openmm_bg.data.moves import SeededLangevinMove
-from openmm_bg.energies import OpenMMEnergy
-from openmm_bg.generator import BoltzmannGenerator, load_generator, save_generator
-from openmm_bg.moves import BoltzmannGeneratorMove
-from openmm_bg.reweighting import kish_ess
-from openmm_bg.systems import MolecularSystem, get_system
-from openmm_bg.training import Trainer, TrainingConfig
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _two_state import NEGATIVE_CORE, POSITIVE_CORE, core_labels, count_transitions, md_cost_estimate, poisson_interval  # noqa: E402
 
-__all__ = ["NEGATIVE_CORE", "POSITIVE_CORE", "core_labels", "count_transitions", "train_generator", "run_arm", "main"]
+from openmm_bg.data.bundled import load_bundled_trajectory  # noqa: E402
+from openmm_bg.data.moves import SeededLangevinMove  # noqa: E402
+from openmm_bg.energies import OpenMMEnergy  # noqa: E402
+from openmm_bg.generator import BoltzmannGenerator, load_generator, read_torch_file  # noqa: E402
+from openmm_bg.moves import BoltzmannGeneratorMove  # noqa: E402
+from openmm_bg.pipeline import DemoSettings, run_demo  # noqa: E402
+from openmm_bg.reweighting import kish_ess  # noqa: E402
+from openmm_bg.systems import MolecularSystem, get_system  # noqa: E402
 
-#: phi < 0 core (radians): phi <= -0.5 or phi >= 2.8
-NEGATIVE_CORE = (-0.5, 2.8)
-#: phi > 0 core (radians): 0.5 <= phi <= 2.2
-POSITIVE_CORE = (0.5, 2.2)
+__all__ = ["NEGATIVE_CORE", "POSITIVE_CORE", "core_labels", "count_transitions", "train_demo_generator", "checkpoint_cost",
+           "predicted_md_rate", "run_arm", "main"]
 
 
-def core_labels(phi: np.ndarray) -> np.ndarray:
-    """Core of each phi value: -1 (phi < 0 state), +1 (phi > 0 state), 0 (dead zone).
+def train_demo_generator(settings: DemoSettings, workdir: Path) -> tuple[str, dict]:
+    """Train with ``run_demo`` (the ``openmm-bg demo`` recipe) in ``workdir``; the checkpoint path and the demo's figures."""
+    report = run_demo(settings, workdir, progress=False)
+    return report.paths["generator"], dict(
+        ml_iterations=len(report.history_ml), kl_iterations=len(report.history_kl), frames=report.n_frames,
+        evaluations=dict(report.energy_evaluations), wall=dict(report.wall_time_s), ess=report.kish_ess,
+        delta_f=report.delta_f, delta_f_error=report.delta_f_error, deviation=report.deviation, n_samples=report.n_samples,
+    )
 
-    Parameters
-    ----------
-    phi : ndarray, shape (n,), radians in [-pi, pi]
 
-    Returns
-    -------
-    ndarray, shape (n,), int8
+def checkpoint_cost(path: str) -> str:
+    """What the checkpoint's metadata says about its training (``openmm-bg demo``/``train`` write it), in words."""
+    metadata = read_torch_file(path, "generator checkpoint").get("metadata") or {}
+    parts = []
+    demo = metadata.get("demo_settings")
+    if isinstance(demo, dict) and demo.get("training_data"):
+        parts.append(f"{sum(int(d.get('md_steps', 0)) for d in demo['training_data']):,} MD steps made its training data")
+    for stage in metadata.get("training", []) or []:
+        if isinstance(stage, dict) and "n_iterations" in stage:
+            kind = "ML" if not stage.get("w_kl") else "ML+KL"
+            parts.append(f"{stage['n_iterations']} {kind} iterations")
+    if "energy_evaluations" in metadata:
+        parts.append(f"{int(metadata['energy_evaluations']):,} training energy evaluations")
+    return "; ".join(parts) if parts else "training cost not recorded in the checkpoint"
+
+
+def predicted_md_rate(delta_f: float) -> dict:
+    """MD transitions per 10^6 energy evaluations (1 fs steps) predicted from the bundled MD (two-state estimate).
+
+    In equilibrium both directions carry the flux ``P_A k_AB``, so a long run makes
+    ``2 P_A k_AB`` transitions per ns = per 10^6 steps; a run much shorter than the
+    relaxation time started in phi < 0 expects ``k_AB`` per ns.  Ranges: the 95 % Poisson
+    interval of the escape count.
     """
-    phi = np.asarray(phi, dtype=np.float64)
-    if phi.ndim != 1:
-        raise ValueError(f"phi must be one-dimensional, got shape {phi.shape}")
-    labels = np.zeros(phi.shape, dtype=np.int8)
-    labels[(phi <= NEGATIVE_CORE[0]) | (phi >= NEGATIVE_CORE[1])] = -1
-    labels[(phi >= POSITIVE_CORE[0]) & (phi <= POSITIVE_CORE[1])] = 1
-    return labels
-
-
-def count_transitions(phi: np.ndarray, start: int = -1) -> int:
-    """Number of entries into one core after the other core was the last one visited.
-
-    Parameters
-    ----------
-    phi : ndarray, shape (n,), radians
-        The recorded trajectory.
-    start : int
-        Core the trajectory starts in (-1 or +1).
-
-    Returns
-    -------
-    int
-    """
-    if start not in (-1, 1):
-        raise ValueError(f"start must be -1 or +1, got {start!r}")
-    visited = core_labels(phi)
-    visited = visited[visited != 0]
-    previous = np.concatenate([[start], visited[:-1]])
-    return int(np.sum(visited != previous))
-
-
-def hot_md_frames(
-    molecule: MolecularSystem, x0: np.ndarray, temperature: float, n_steps: int, every: int, cool_steps: int, seed: int
-) -> np.ndarray:
-    """Frames of Langevin MD (1 fs, 1/ps) at a raised temperature, each cooled to the molecule's temperature.
-
-    The hot run crosses the phi barrier; its frames are hot in every coordinate
-    (bonds and angles too), which a 300 K generator must not learn.  So each saved
-    frame is copied into a second Context and relaxed for ``cool_steps`` of Langevin
-    MD at the molecule's temperature with a strong friction (50/ps), short enough to
-    stay in the basin it was taken from.
-
-    Parameters
-    ----------
-    x0 : ndarray, shape (n_atoms, 3), nm
-    temperature : float, K
-    n_steps, every, cool_steps : int
-        Hot MD steps, steps between saved frames, and cooling steps per frame; every
-        step is one energy evaluation.
-
-    Returns
-    -------
-    ndarray, shape (n_steps // every, n_atoms, 3), float64, nm
-    """
-    platform = openmm.Platform.getPlatformByName(molecule.platform)
-    hot = openmm.LangevinMiddleIntegrator(temperature * unit.kelvin, 1.0 / unit.picosecond, 0.001 * unit.picosecond)
-    hot.setRandomNumberSeed(seed + 1)
-    hot_context = openmm.Context(molecule.system, hot, platform)
-    hot_context.setPositions(x0)
-    hot_context.setVelocitiesToTemperature(temperature * unit.kelvin, seed + 2)
-    cool = openmm.LangevinMiddleIntegrator(molecule.temperature * unit.kelvin, 50.0 / unit.picosecond, 0.001 * unit.picosecond)
-    cool.setRandomNumberSeed(seed + 3)
-    cool_context = openmm.Context(molecule.system, cool, platform)
-    frames = []
-    for _ in range(n_steps // every):
-        hot.step(every)
-        cool_context.setPositions(hot_context.getState(getPositions=True).getPositions())
-        cool_context.setVelocitiesToTemperature(molecule.temperature * unit.kelvin, seed + 4 + len(frames))
-        cool.step(cool_steps)
-        frames.append(cool_context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer))
-    return np.asarray(frames, dtype=np.float64)
-
-
-def train_generator(
-    molecule: MolecularSystem,
-    ml_iterations: int,
-    kl_iterations: int,
-    seed: int,
-    hot_temperature: float = 900.0,
-    hot_steps: int = 1_000_000,
-    cool_steps: int = 200,
-) -> tuple[BoltzmannGenerator, dict, int, float]:
-    """Train a generator: ML, then ML + KL at the molecule's temperature (w_kl ramped 0 -> 1).
-
-    The ML data are the bundled 300 K MD frames (phi < 0 basin only) plus, if
-    ``hot_steps > 0``, one frame per 100 steps of MD at ``hot_temperature`` started from
-    the first bundled frame, each cooled by ``cool_steps`` (see :func:`hot_md_frames`).
-    That MD visits the phi > 0 basin, so the generator puts mass there; the bundled
-    data alone give a generator without it (measured: 0 of 5000 samples in the
-    phi > 0 core after 1500 ML + 2000 ML+KL iterations).
-
-    Returns
-    -------
-    generator : BoltzmannGenerator
-        With ``molecule``'s energy as target (kT).
-    builder_kwargs : dict
-    training_evaluations : int
-        Energy evaluations of training: hot and cooling MD steps plus KL samples.
-    wall : float, s
-    """
-    start = time.perf_counter()
-    data = load_bundled_trajectory(molecule.name).astype(np.float64)
-    evaluations = 0
-    if hot_steps:
-        data = np.concatenate([data, hot_md_frames(molecule, data[0], hot_temperature, hot_steps, 100, cool_steps, seed)])
-        evaluations += hot_steps + (hot_steps // 100) * cool_steps
-    energy = OpenMMEnergy(molecule.system, molecule.temperature, platform=molecule.platform)
-    generator, kwargs = molecular_generator_from_data(molecule.topology, data, energy)
-    trainer = Trainer(generator, TrainingConfig(n_iterations=ml_iterations, batch_size=256, learning_rate=1e-3, seed=seed), data=torch.as_tensor(data))
-    if ml_iterations:
-        trainer.train(progress=False)
-    if kl_iterations:
-        config = TrainingConfig(
-            n_iterations=kl_iterations,
-            batch_size=256,
-            kl_batch_size=256,
-            learning_rate=5e-4,
-            w_ml=1.0,
-            w_kl=[[0, 0.0], [kl_iterations, 1.0]],
-            energy_cut=1000.0,
-            nonfinite="drop",
-            seed=seed + 1,
-        )
-        trainer = Trainer(generator, config, data=torch.as_tensor(data))
-        trainer.train(progress=False)
-        evaluations += trainer.energy_evaluations
-    generator.eval()
-    return generator, kwargs, evaluations, time.perf_counter() - start
+    est = md_cost_estimate(delta_f)
+    c, fast, slow = est["central"], est["fast"], est["slow"]
+    return dict(
+        rate=2 * c["p_a"] * c["k_ab"], high=2 * fast["p_a"] * fast["k_ab"], low=2 * slow["p_a"] * slow["k_ab"] if slow else 0.0,
+        k_ab=c["k_ab"], tau_ns=c["tau"], exits=est["k_ba"]["n"], upper_bound_only=est["k_ba"]["upper_bound_only"],
+    )
 
 
 def generator_report(generator: BoltzmannGenerator, molecule: MolecularSystem, n: int, seed: int) -> dict:
@@ -285,21 +187,14 @@ def run_arm(molecule: MolecularSystem, x0: np.ndarray, budget: int, md_steps: in
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--generator", default=None, help="generator.pt from openmm-bg demo or openmm-bg train (default: train one with run_demo)")
+    parser.add_argument("--config", type=Path, default=None, help="without --generator: demo settings YAML (DemoSettings.from_yaml) for the training")
+    parser.add_argument("--workdir", type=Path, default=None, help="without --generator: keep the demo's outputs (generator.pt, report.json, ...) here (default: a temporary folder)")
     parser.add_argument("--budget", type=int, default=1_000_000, help="energy evaluations per arm")
     parser.add_argument("--md-budget", type=int, default=None, help="energy evaluations of the MD-alone arm (default: --budget); more gives MD a usable transition count")
     parser.add_argument("--md-steps", type=int, default=250, help="MD steps per recorded cycle, MD-alone arm")
     parser.add_argument("--bg-md-steps", type=int, default=100, help="MD steps per cycle, MD + BG arm")
     parser.add_argument("--proposals", type=int, default=100, help="BG proposals per cycle")
-    parser.add_argument("--ml-iterations", type=int, default=1000)
-    parser.add_argument(
-        "--kl-iterations", type=int, default=0,
-        help="ML+KL iterations after ML (measured: 1000 of them, w_kl ramped to 1, removed the generator's phi > 0 mass)",
-    )
-    parser.add_argument("--cool-steps", type=int, default=200, help="300 K MD steps (50/ps) that cool each hot frame")
-    parser.add_argument("--hot-temperature", type=float, default=900.0, help="K, temperature of the extra training MD")
-    parser.add_argument("--hot-steps", type=int, default=1_000_000, help="steps of extra training MD at --hot-temperature (0: bundled data only)")
-    parser.add_argument("--generator", default=None, help="load this generator checkpoint instead of training")
-    parser.add_argument("--save-generator", default=None, help="write the trained generator here")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     for name in ("budget", "md_steps", "bg_md_steps", "proposals"):
@@ -307,11 +202,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be positive")
     if args.md_budget is not None and args.md_budget < 1:
         parser.error("--md-budget must be positive")
+    if args.generator is not None and not Path(args.generator).is_file():
+        parser.error(f"generator checkpoint not found: {args.generator}")
+    if args.generator is not None and (args.config is not None or args.workdir is not None):
+        parser.error("--config and --workdir are for training; they do nothing with --generator")
     return args
 
 
+def _rate_range(n: int, evaluations: int) -> tuple[float, float]:
+    """95 % Poisson range of a transition count, per 10^6 evaluations."""
+    low, high = poisson_interval(n)
+    return 1e6 * low / evaluations, 1e6 * high / evaluations
+
+
 def main(args: argparse.Namespace) -> dict:
-    """Train (or load) the generator, run both arms, print the comparison; return the figures."""
+    """Load (or train) the generator, run both arms, print the comparison; return the figures."""
     torch.manual_seed(args.seed)
     # two cores shared with other jobs: a second torch thread only adds contention (measured 36 ms vs 600 ms per BG cycle)
     torch.set_num_threads(1)
@@ -320,22 +225,24 @@ def main(args: argparse.Namespace) -> dict:
     phi_data = molecule.collective_variables["phi"](data)
     x0 = data[int(np.argmin(np.abs(phi_data + 1.75)))]  # an MD frame in the phi < 0 basin, phi near -100 deg
 
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory(prefix="mixing-") as scratch:
+        demo = None
         if args.generator:
             checkpoint = str(Path(args.generator).resolve())
-            generator = load_generator(checkpoint, OpenMMEnergy(molecule.system, molecule.temperature, platform=molecule.platform))
-            print(f"generator: loaded {checkpoint} (training cost not measured in this run)")
+            print(f"generator: loaded {checkpoint}; {checkpoint_cost(checkpoint)}")
         else:
-            generator, kwargs, training_evaluations, training_wall = train_generator(
-                molecule, args.ml_iterations, args.kl_iterations, args.seed, args.hot_temperature, args.hot_steps, args.cool_steps
-            )
-            checkpoint = args.save_generator or str(Path(scratch) / "generator.pt")
-            save_generator(generator, checkpoint, "openmm_bg.builders.molecular_generator", kwargs)
-            print(
-                f"generator: {args.hot_steps} MD steps at {args.hot_temperature:g} K (+ {args.cool_steps} cooling steps per frame) for data, {args.ml_iterations} ML + "
-                f"{args.kl_iterations} ML+KL iterations, {training_wall:.0f} s in all; "
-                f"{training_evaluations} training energy evaluations (not part of the sampling budget)"
-            )
+            settings = DemoSettings.from_yaml(args.config) if args.config is not None else DemoSettings()
+            workdir = args.workdir or Path(scratch) / "demo"
+            print(f"generator: training with run_demo ({settings.ml['n_iterations']} ML + {settings.kl['n_iterations']} KL iterations, "
+                  f"architecture {settings.architecture}) in {workdir}", file=sys.stderr, flush=True)
+            checkpoint, demo = train_demo_generator(settings, workdir)
+            e, w = demo["evaluations"], demo["wall"]
+            df = "-" if demo["delta_f"] is None else f"{demo['delta_f']:.3f} +- {demo['delta_f_error']:.3f} kT"
+            print(f"generator: trained by run_demo: {demo['ml_iterations']} ML + {demo['kl_iterations']} KL iterations on {demo['frames']} frames, "
+                  f"{w['training']:.0f} s training; its cost (not part of the sampling budget): {e['md_data']:,} MD steps for the data + "
+                  f"{e['training']:,} training energy evaluations; demo check: {demo['n_samples']:,} samples, Kish ESS {100 * demo['ess']:.2f} %, dF {df}")
+        generator = load_generator(checkpoint, OpenMMEnergy(molecule.system, molecule.temperature, platform=molecule.platform))
+        generator.eval()
         report = generator_report(generator, molecule, 5000, args.seed)
         print(
             f"generator: Kish ESS {100 * report['ess']:.2f} % of 5000 samples; phi > 0 core holds "
@@ -347,24 +254,47 @@ def main(args: argparse.Namespace) -> dict:
             "MD + BG": run_arm(molecule, x0, args.budget, args.bg_md_steps, args.proposals, checkpoint, args.seed),
         }
 
-    budgets = f"{args.budget}" if not args.md_budget or args.md_budget == args.budget else f"{args.md_budget} (MD) and {args.budget} (MD + BG)"
+    budgets = f"{args.budget:,}" if not args.md_budget or args.md_budget == args.budget else f"{args.md_budget:,} (MD) and {args.budget:,} (MD + BG)"
     print(f"\nbudget {budgets} energy evaluations; transitions = entries into the other core (phi <= -0.5 or >= 2.8 | 0.5 <= phi <= 2.2 rad)")
-    print(f"{'':10s}{'evaluations':>13s}{'cycles':>9s}{'transitions':>13s}{'per 1e6 evals':>15s}{'in phi>0':>10s}{'BG accept':>11s}{'wall s':>9s}")
-    rates = {}
+    print(f"{'':10s}{'evaluations':>13s}{'cycles':>9s}{'transitions':>13s}{'per 1e6 evals':>15s}{'95 % range':>19s}{'in phi>0':>10s}{'BG accept':>11s}{'wall s':>9s}")
+    rates, ranges = {}, {}
     for name, arm in arms.items():
         rates[name] = 1e6 * arm["transitions"] / arm["evaluations"]
+        ranges[name] = _rate_range(arm["transitions"], arm["evaluations"])
         accept = f"{100 * arm['acceptance']:.2f} %" if np.isfinite(arm["acceptance"]) else "-"
+        span = f"{ranges[name][0]:.3g} - {ranges[name][1]:.3g}"
         print(
-            f"{name:10s}{arm['evaluations']:>13d}{arm['cycles']:>9d}{arm['transitions']:>13d}{rates[name]:>15.1f}"
+            f"{name:10s}{arm['evaluations']:>13,d}{arm['cycles']:>9d}{arm['transitions']:>13d}{rates[name]:>15.3g}{span:>19s}"
             f"{100 * arm['positive_fraction']:>9.2f}%{accept:>11s}{arm['wall']:>9.1f}"
         )
     print(f"BG move statistics: {arms['MD + BG']['statistics']}")
+
+    bg_rate, (md_low, md_high) = rates["MD + BG"], ranges["MD"]
+    target = 100.0
     if arms["MD"]["transitions"]:
-        print(f"ratio (MD + BG) / MD transitions per 1e6 evaluations: {rates['MD + BG'] / rates['MD']:.1f}")
+        ratio, lower = bg_rate / rates["MD"], bg_rate / md_high
+        print(f"ratio (MD + BG) / MD, transitions per 1e6 evaluations: {ratio:,.1f} x (95 % range from the MD count: {lower:,.1f} - {bg_rate / md_low:,.1f} x)")
     else:
-        # no MD transition: the ratio is only bounded below, using one transition for MD
-        print(f"ratio (MD + BG) / MD: MD made no transition; at least {rates['MD + BG'] / (1e6 / arms['MD']['evaluations']):.1f} (taking MD as 1 transition)")
-    return dict(arms=arms, rates=rates, generator=report)
+        lower = bg_rate / md_high
+        print(f"ratio (MD + BG) / MD: MD made no transition in {arms['MD']['evaluations']:,} evaluations, so its rate is below "
+              f"3 / budget = {md_high:.3g} per 1e6 (95 % Poisson upper bound): at least {lower:,.1f} x")
+    print(f"  target >= {target:g} x: {'met' if lower >= target else 'not shown'} by the measured lower bound")
+
+    from openmm_bg.data import load_reference
+
+    delta_f = float(load_reference("ala2-vacuum")["delta_f_kT"])
+    predicted = predicted_md_rate(delta_f)
+    bound = " (an upper bound: no escape in the C7ax run)" if predicted["upper_bound_only"] else ""
+    print(f"MD alone predicted from the bundled MD (two-state estimate, {predicted['exits']} escape(s) from phi > 0 in the 4 ns C7ax run, "
+          f"dF_ref = {delta_f:.3f} kT): 2 P_A k_AB = {predicted['rate']:.3g} transitions per 1e6 evaluations "
+          f"(95 % range {predicted['low']:.2g} - {predicted['high']:.2g}){bound}; relaxation time {predicted['tau_ns']:.3g} ns")
+    if bg_rate > 0:
+        span = f"{bg_rate / predicted['high']:,.0f} - " + (f"{bg_rate / predicted['low']:,.0f} x" if predicted["low"] > 0 else "unbounded")
+        print(f"ratio (MD + BG) / predicted MD: {bg_rate / predicted['rate']:,.0f} x (95 % range {span}); target >= {target:g} x: "
+              f"{'met' if bg_rate / predicted['high'] >= target else 'not shown'} at the low end of the range")
+    else:
+        print("ratio (MD + BG) / predicted MD: MD + BG made no transition")
+    return dict(arms=arms, rates=rates, ranges=ranges, ratio_lower_bound=lower, predicted_md=predicted, generator=report, demo=demo)
 
 
 if __name__ == "__main__":
