@@ -18,7 +18,7 @@ from openmm_bg.cli import main
 from openmm_bg.commands.sample import load_checkpoint
 from openmm_bg.data import load_reference
 from openmm_bg.generator import load_generator
-from openmm_bg.pipeline import DEFAULT_ML, OUTPUT_FILES, DemoSettings
+from openmm_bg.pipeline import DEFAULT_KL, DEFAULT_ML, OUTPUT_FILES, DemoSettings
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,8 @@ def test_settings_round_trip_and_merge(tmp_path, demo):
     assert DemoSettings(ml={"n_iterations": 7}).ml == {**DEFAULT_ML, "n_iterations": 7}
     merged = DemoSettings.from_dict({"ml": {"learning_rate": 5e-4}, "seed": 3}, base=DemoSettings.quick())
     assert merged.ml["n_iterations"] == DemoSettings.quick().ml["n_iterations"] and merged.ml["learning_rate"] == 5e-4 and merged.seed == 3
-    assert DemoSettings().stage_config("kl") is None and DemoSettings.quick().stage_config("kl").w_kl == 0.1
+    assert DemoSettings(kl={"n_iterations": 0}).stage_config("kl") is None and DemoSettings.quick().stage_config("kl").w_kl == 0.1
+    assert DemoSettings().stage_config("kl").n_iterations == DEFAULT_KL["n_iterations"] > 0
 
 
 @pytest.mark.parametrize(
