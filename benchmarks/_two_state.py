@@ -44,8 +44,8 @@ A, B = -1, 1
 STEPS_PER_PS = 1000
 #: the bundled unbiased 300 K MD runs (data/README.md): name -> (file in data/, ps between frames, role)
 BUNDLED_RUNS = {
-    "c7ax": ("ala2-vacuum-300K-c7ax.dcd", 0.4, "10 ns started in C7ax (phi > 0)"),
-    "c7eq": ("ala2-vacuum-300K-c7eq.dcd", 0.4, "10 ns started in C7eq (phi < 0)"),
+    "c7ax": ("ala2-vacuum-300K-c7ax.dcd", 0.2, "4 ns started in C7ax (phi > 0)"),
+    "c7eq": ("ala2-vacuum-300K-c7eq.dcd", 0.2, "10 ns started in C7eq (phi < 0)"),
     "md": ("ala2-vacuum-300K-md.dcd", 1.0, "older 10 ns started in phi < 0, 1 frame/ps"),
 }
 BUNDLED_TOPOLOGY = "ala2-vacuum-300K-md.pdb"

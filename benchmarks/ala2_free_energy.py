@@ -26,7 +26,7 @@ How the plain-MD cost is estimated from the bundled data (``benchmarks/_two_stat
    cores A (phi < 0 state: phi <= -0.5 or phi >= 2.8 rad, the beta basin wraps past +-pi)
    and B (phi > 0 state: 0.5 <= phi <= 2.2 rad); a transition is an entry into one core
    when the last core visited was the other.
-2. The 10 ns run started in C7ax (frames every 0.4 ps) gives the escape rate from B,
+2. The 4 ns run started in C7ax (frames every 0.2 ps) gives the escape rate from B,
    ``k_BA = (exits from B) / (time with B as the last visited core)``, with the exact 95 %
    Poisson interval of the exit count (with no exit, the upper bound 3 / T only; the MD
    cost is then a lower bound).

@@ -14,22 +14,13 @@ cp runs/issue5/md/ala2-vacuum-300K-md.dcd runs/issue5/md/ala2-vacuum-300K-md.pdb
    runs/issue5/md/dimer-wca-closed.dcd runs/issue5/md/dimer-wca-closed.pdb data/
 python scripts/write_data_readme.py
 
-# Issue 7: generator training data in both phi basins (about 5 + 5 min on one core).
+# Issue 7: generator training data in both phi basins (about 5 + 2 min on one core).
 nice -n 19 python -m openmm_bg.commands.simulate ala2-vacuum -o runs/issue7/ala2-c7eq-50k.dcd --frames 50000 \
     --steps-per-frame 200 --timestep 0.001 --equilibration-steps 100000 --seed 2 --platform Reference --no-progress
 python scripts/make_c7ax_start.py data/ala2-vacuum-c7ax-start.pdb --seed 1
 nice -n 19 python -m openmm_bg.commands.simulate ala2-vacuum --start data/ala2-vacuum-c7ax-start.pdb \
     -o runs/issue7/ala2-c7ax-20k.dcd --frames 20000 --steps-per-frame 200 --timestep 0.001 --equilibration-steps 10000 \
     --seed 3 --platform Reference --no-progress
-# extended to 10 ns: the same command with more frames resumes from the checkpoint
-nice -n 19 python -m openmm_bg.commands.simulate ala2-vacuum --start data/ala2-vacuum-c7ax-start.pdb \
-    -o runs/issue7/ala2-c7ax-20k.dcd --frames 50000 --steps-per-frame 200 --timestep 0.001 --equilibration-steps 10000 \
-    --seed 3 --platform Reference --no-progress
-# every second frame ships (0.4 ps apart), to keep data/ small
-python - <<'PY'
-import mdtraj as md
-for src, dst in (("runs/issue7/ala2-c7eq-50k.dcd", "data/ala2-vacuum-300K-c7eq.dcd"),
-                 ("runs/issue7/ala2-c7ax-20k.dcd", "data/ala2-vacuum-300K-c7ax.dcd")):
-    md.load(src, top="data/ala2-vacuum-300K-md.pdb")[::2].save_dcd(dst)
-PY
+cp runs/issue7/ala2-c7eq-50k.dcd data/ala2-vacuum-300K-c7eq.dcd
+cp runs/issue7/ala2-c7ax-20k.dcd data/ala2-vacuum-300K-c7ax.dcd
 python scripts/write_data_readme.py

@@ -33,6 +33,7 @@ MD_C7AX = (
     "--steps-per-frame 200 --timestep 0.001 --equilibration-steps 10000 --seed 3 --platform Reference --no-progress  "
     "(OPENMM_CPU_THREADS=1; scripts/make_md_data.sh)"
 )
+UMBRELLA = 'OPENMM_CPU_THREADS=1 nice -n 10 python scripts/ala2_umbrella_reference.py runs/issue7/umbrella --json data/ala2-vacuum-umbrella-reference.json --n-windows 36 --k 500 --steps-per-window 1000000 --timestep 0.001 --seed 1  (2 spawned worker processes; raw phi/psi series per window in runs/issue7/umbrella/)'
 PT_RUN = (
     "python scripts/run_ala2_tempering.py ala2-vacuum runs/issue5/ala2-vacuum-pt --repeats 4 --iterations 12000 "
     "--round 1000{extension}  (seeds 2024 + repeat; a resumed segment reseeds from the seed and the iteration it "
@@ -80,6 +81,10 @@ RECORDS = {
         "MD started in each basin gives the generator both states; their relative weight comes from reweighting, "
         "not from the data. Topology: `ala2-vacuum-300K-md.pdb`.",
         command=MD_C7AX, seed="3", platform="Reference (OpenMM 8.6.1, CPU only)",
+    ),
+    "ala2-vacuum-umbrella-reference.json": dict(
+        what='Independent reference for ala2-vacuum at 300 K by umbrella sampling along phi: dF = F(phi > 0) - F(phi < 0) = 4.98 +- 0.15 kT (block bootstrap; first / second half of every window 4.90 / 5.07 kT), the phi free-energy profile (72 bins, kT, bootstrap errors) and all settings. 36 windows every 10 deg with harmonic-cosine biases 0.5 k (1 - cos(phi - theta0)), k = 500 kJ/mol; LangevinMiddleIntegrator 1 fs, friction 1/ps, true masses, no constraints; per window 10 ps pull + 20 ps equilibration discarded, then 1 ns sampled every 0.1 ps (37,080,000 MD steps in all); MBAR (pymbar 4) on the bias energies, errors by block bootstrap (5 blocks per window, 100 resamples).',
+        command=UMBRELLA, seed='1 (per-window integrator seeds derived from it); bootstrap 0', platform='Reference (OpenMM 8.6.1, CPU only, one thread per worker)',
     ),
     "ala2-vacuum-pt.npz": dict(
         what="Parallel tempering of `ala2-vacuum` (openmmtools ReplicaExchangeSampler, swap-all), independent repeats. "

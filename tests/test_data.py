@@ -288,7 +288,7 @@ def test_provenance_lists_every_file_with_checksums():
         content = (DATA_DIR / name).read_bytes()
         total += len(content)
         assert hashlib.sha256(content).hexdigest() == entry["sha256"], name
-    assert total < 30 * 2**20
+    assert total < 40 * 2**20  # the repository ships its data: keep it small
 
 
 def test_bundled_training_trajectory(ala2):
