@@ -190,8 +190,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--generator", default=None, help="generator.pt from openmm-bg demo or openmm-bg train (default: train one with run_demo)")
     parser.add_argument("--config", type=Path, default=None, help="without --generator: demo settings YAML (DemoSettings.from_yaml) for the training")
     parser.add_argument("--workdir", type=Path, default=None, help="without --generator: keep the demo's outputs (generator.pt, report.json, ...) here (default: a temporary folder)")
-    parser.add_argument("--budget", type=int, default=1_000_000, help="energy evaluations per arm")
-    parser.add_argument("--md-budget", type=int, default=None, help="energy evaluations of the MD-alone arm (default: --budget); more gives MD a usable transition count")
+    parser.add_argument("--budget", type=int, default=1_000_000, help="energy evaluations of the MD + BG arm")
+    parser.add_argument("--md-budget", type=int, default=None, help="energy evaluations of the MD-alone arm (default: 5 x --budget, so that no MD transition still bounds the ratio above 100 x at the measured MD + BG rates)")
     parser.add_argument("--md-steps", type=int, default=250, help="MD steps per recorded cycle, MD-alone arm")
     parser.add_argument("--bg-md-steps", type=int, default=100, help="MD steps per cycle, MD + BG arm")
     parser.add_argument("--proposals", type=int, default=100, help="BG proposals per cycle")
@@ -250,11 +250,12 @@ def main(args: argparse.Namespace) -> dict:
         )
 
         arms = {
-            "MD": run_arm(molecule, x0, args.md_budget or args.budget, args.md_steps, 0, None, args.seed),
+            "MD": run_arm(molecule, x0, args.md_budget or 5 * args.budget, args.md_steps, 0, None, args.seed),
             "MD + BG": run_arm(molecule, x0, args.budget, args.bg_md_steps, args.proposals, checkpoint, args.seed),
         }
 
-    budgets = f"{args.budget:,}" if not args.md_budget or args.md_budget == args.budget else f"{args.md_budget:,} (MD) and {args.budget:,} (MD + BG)"
+    md_budget = args.md_budget or 5 * args.budget
+    budgets = f"{args.budget:,}" if md_budget == args.budget else f"{md_budget:,} (MD) and {args.budget:,} (MD + BG)"
     print(f"\nbudget {budgets} energy evaluations; transitions = entries into the other core (phi <= -0.5 or >= 2.8 | 0.5 <= phi <= 2.2 rad)")
     print(f"{'':10s}{'evaluations':>13s}{'cycles':>9s}{'transitions':>13s}{'per 1e6 evals':>15s}{'95 % range':>19s}{'in phi>0':>10s}{'BG accept':>11s}{'wall s':>9s}")
     rates, ranges = {}, {}
