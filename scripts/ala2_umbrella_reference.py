@@ -16,23 +16,35 @@ Method
   by moving the restraint centre along the shorter arc (``--pull-ps``, stiff restraint),
   equilibrated with the window's own bias (``--equilibration-ps``), all discarded; then
   ``--steps-per-window`` steps of LangevinMiddleIntegrator at 300 K are run, recording
-  phi and psi every ``--record-every`` steps.  Windows are independent and run in
-  ``--workers`` spawned processes (Reference platform, one thread each).
+  phi and psi every ``--record-every`` steps (Reference platform, one thread per process).
+* Windows are either independent (``--workers`` spawned processes), or, with
+  ``--replica-exchange``, coupled by Hamiltonian replica exchange: all windows in one
+  process, neighbouring windows (a ring) try to swap configurations every
+  ``--record-every`` steps, accepted with the Metropolis criterion on the bias energies.
+  Independent windows are not enough for ala2: near phi = 0 the two psi channels (C7eq-like
+  psi ~ +80 deg and C7ax-like psi ~ -70 deg) exchange only a few times per ns inside a
+  window, and the loop-closure check below fails (by 0.7 kT with 1 ns per window);
+  exchange between windows brings both channels in and the check passes.
 * Analysis: MBAR (pymbar 4) on the reduced bias energies ``u_kn[k, n] = E_k(phi_n) / kT``
   (the unbiased potential cancels), the unbiased populations of phi > 0 (0 < phi < pi)
   and phi < 0, ``dF = F(phi > 0) - F(phi < 0) = -ln(P(phi > 0) / P(phi < 0))``, and the
   free-energy profile on ``--n-bins`` bins of phi.  Errors: a block bootstrap (each
-  window's series cut into ``--n-blocks`` blocks, blocks resampled within each window,
-  ``--n-bootstrap`` resamples); the same with other block counts as a sensitivity check;
-  the estimates from the first and second halves of every window; and MBAR's analytic
-  error (which treats every recorded sample as independent, so is too small).
+  window's series cut into ``--n-blocks`` blocks, blocks resampled within each window, or
+  the same blocks for all windows with replica exchange; ``--n-bootstrap`` resamples);
+  the same with other block counts as a sensitivity check; the estimates from the first
+  and second halves of every window; and MBAR's analytic error (which treats every
+  recorded sample as independent, so is too small).  Halves and resamples are solved by a
+  small Newton MBAR with a count per sample (checked against pymbar on the full data).
+* Loop closure: the two basins are joined by two barriers (phi ~ 0 and phi ~ 120 deg);
+  dF computed with the windows of one barrier left out (so through the other barrier
+  only) must agree between the two (``PATHS``); a difference beyond its bootstrap error
+  means some window does not sample its slow orthogonal degrees of freedom.
 
 Raw per-window time series go to ``OUT/window_XX.npz`` (reused when the settings match,
-so an interrupted run resumes), the summary to ``OUT/summary.json`` and, with ``--json``,
-to a bundled data file.
+so an interrupted run resumes and a re-run only redoes the analysis), the summary to
+``OUT/summary.json`` and, with ``--json``, to a bundled data file.
 
-    OPENMM_CPU_THREADS=1 nice -n 10 python scripts/ala2_umbrella_reference.py runs/issue7/umbrella \
-        --json data/ala2-vacuum-umbrella-reference.json
+    OPENMM_CPU_THREADS=1 nice -n 10 python scripts/ala2_umbrella_reference.py runs/issue7/umbrella-reus --replica-exchange
 """
 
 from __future__ import annotations
