@@ -83,6 +83,10 @@ class DemoSettings:
     kl : dict
         TrainingConfig fields of stage 2, by example and energy; ``n_iterations: 0`` skips
         it.  ``w_kl`` defaults to 1 and ``seed`` to ``seed + 1``.
+    validation_fraction : float
+        The final fraction of each training file is held out (never trained on); its
+        negative log-likelihood, recorded during training (``ml_validation``), shows
+        over-fitting in losses.png.  0 holds nothing out.
     n_samples, sample_batch_size : int
         Generator samples for the estimate, drawn in batches of this size.
     n_bootstrap : int
@@ -106,6 +110,7 @@ class DemoSettings:
     architecture: dict = field(default_factory=lambda: dict(DEFAULT_ARCHITECTURE))
     ml: dict = field(default_factory=lambda: dict(DEFAULT_ML))
     kl: dict = field(default_factory=lambda: dict(DEFAULT_KL))
+    validation_fraction: float = 0.05
     n_samples: int = 100_000
     sample_batch_size: int = 10_000
     n_bootstrap: int = 200
@@ -131,6 +136,10 @@ class DemoSettings:
         self.training_data = entries
         for name, minimum in (("n_samples", 1), ("sample_batch_size", 1), ("n_bootstrap", 2), ("torch_threads", 1), ("seed", 0)):
             _int_at_least(name, getattr(self, name), minimum)
+        if isinstance(self.validation_fraction, bool) or not isinstance(self.validation_fraction, (int, float)) \
+                or not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction must be a number in [0, 1), got {self.validation_fraction!r}")
+        self.validation_fraction = float(self.validation_fraction)
         for name in ("system", "state_a", "state_b"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
                 raise ValueError(f"{name} must be a non-empty string, got {getattr(self, name)!r}")
@@ -268,6 +277,15 @@ class DemoReport:
         out["within_0.2_kT"] = out.pop("within_0_2_kT")
         return out
 
+    def _fit_lines(self) -> list[str]:
+        history = self.history_ml + self.history_kl
+        held = [row["ml_validation"] for row in history if "ml_validation" in row]
+        if not held:
+            return []
+        tail = [row["ml"] for row in history[-max(1, len(history) // 20):] if "ml" in row]
+        return [f"J_ML at the end        {np.mean(tail):.2f} on training batches (last 5 %), {held[-1]:.2f} on held-out frames "
+                f"(a gap of {held[-1] - np.mean(tail):.2f} nats measures over-fitting)"]
+
     def summary(self) -> str:
         s, e, t = self.settings, self.energy_evaluations, self.wall_time_s
         a, b = s.state_a, s.state_b
@@ -277,6 +295,7 @@ class DemoReport:
             f"system                 {self.system} at {self.temperature_K:g} K",
             f"training frames        {self.n_frames} ({files})",
             f"training               {len(self.history_ml)} iterations by example{stage2}",
+            *self._fit_lines(),
             f"samples                {self.n_samples} drawn, {self.n_out_of_domain} outside the coordinate domain",
             f"Kish ESS               {100 * self.kish_ess:.2f} % ({self.kish_ess * self.n_samples:.1f} effective samples)",
             f"states                 A = {a}, B = {b}",
@@ -351,10 +370,15 @@ def _run_demo(s: DemoSettings, output: Path, progress: bool) -> DemoReport:
     topology_file = _data_file(s.training_topology)
     _say(progress, f"loading {len(files)} training files for {molecule.name}")
     chunks = [load_trajectory(path, molecule.topology, trajectory_topology=topology_file, stride=stride) for path, stride in files]
+    # the final block of each file is held out: random frames would be near copies of their neighbours
+    held = [int(round(s.validation_fraction * chunk.shape[0])) for chunk in chunks]
     frames: dict[str, int] = {}
-    for (path, _), chunk in zip(files, chunks):
-        frames[path.name] = frames.get(path.name, 0) + int(chunk.shape[0])
-    positions = np.concatenate(chunks).astype(np.float64)
+    for (path, _), chunk, n_held in zip(files, chunks, held):
+        frames[path.name] = frames.get(path.name, 0) + int(chunk.shape[0]) - n_held
+    positions = np.concatenate([chunk[: chunk.shape[0] - n] for chunk, n in zip(chunks, held)]).astype(np.float64)
+    validation = np.concatenate([chunk[chunk.shape[0] - n:] for chunk, n in zip(chunks, held)]).astype(np.float64)
+    if positions.shape[0] < 2:
+        raise ValueError(f"validation_fraction {s.validation_fraction} leaves {positions.shape[0]} training frames")
     energy = OpenMMEnergy(molecule.system, molecule.temperature, platform=molecule.platform)
     torch.manual_seed(s.seed)
     generator, builder_kwargs = molecular_generator_from_data(molecule.topology, positions, energy, system=molecule.system, **s.architecture)
@@ -366,7 +390,7 @@ def _run_demo(s: DemoSettings, output: Path, progress: bool) -> DemoReport:
         config = s.stage_config(stage)
         if config is not None:
             _say(progress, f"training {what}: {config.n_iterations} iterations")
-            trainers.append(Trainer(generator, config, data=data))
+            trainers.append(Trainer(generator, config, data=data, validation_data=torch.as_tensor(validation) if validation.shape[0] else None))
             trainers[-1].train(progress=progress)
         clock[stage] = time.perf_counter()
 
@@ -374,7 +398,7 @@ def _run_demo(s: DemoSettings, output: Path, progress: bool) -> DemoReport:
     training_evaluations = sum(trainer.energy_evaluations for trainer in trainers)
     metadata = {"system": molecule.name, "temperature_K": float(molecule.temperature), "demo_settings": s.to_dict(),
                 "training": [trainer.config.to_dict() for trainer in trainers], "n_frames": int(positions.shape[0]),
-                "energy_evaluations": training_evaluations}
+                "n_validation_frames": int(validation.shape[0]), "energy_evaluations": training_evaluations}
     paths = {"generator": save_generator(generator, output / OUTPUT_FILES["generator"], "openmm_bg.builders.molecular_generator", builder_kwargs, metadata)}
 
     _say(progress, f"drawing {s.n_samples} samples")
@@ -486,6 +510,9 @@ def plot_demo(report: DemoReport, output_dir: str | Path) -> dict[str, Path]:
     with np.errstate(invalid="ignore"):
         smooth = np.convolve(np.where(ok, ml, 0.0), np.ones(window), "valid") / np.convolve(ok, np.ones(window), "valid")
     ax.plot(it[window - 1:], smooth, color="tab:blue", lw=1.5, label=f"running mean over {window}")
+    held = [(i, row["ml_validation"]) for i, row in enumerate(history) if "ml_validation" in row]
+    if held:
+        ax.plot(*zip(*held), "o-", color="tab:red", ms=3, lw=1, label="held-out frames (end of each file)")
     shown = ml[len(ml) // 20:][np.isfinite(ml[len(ml) // 20:])]
     if shown.size:
         lo, hi = np.percentile(shown, [0.5, 99.5])

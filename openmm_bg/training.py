@@ -100,6 +100,10 @@ class TrainingConfig:
         ``"skip"`` skips a step with any non-finite energy; ``"drop"`` leaves those samples out.
     seed : int
         Seed of the trainer's random generator.
+    validate_every : int
+        With validation data, the ML loss on it (``ml_validation`` in the history) is
+        computed at iteration 0, every ``validate_every`` iterations and at the last one.
+        A validation loss that rises while the training loss falls is over-fitting.
     """
 
     n_iterations: int = 1000
@@ -118,6 +122,7 @@ class TrainingConfig:
     grad_clip: float | None = 100.0
     nonfinite: str = "skip"
     seed: int = 0
+    validate_every: int = 100
 
     def __post_init__(self):
         # YAML 1.1 (PyYAML) reads "1e-3" as a string; accept any spelling float() accepts
@@ -128,7 +133,7 @@ class TrainingConfig:
                     setattr(self, name, float(value))
                 except (TypeError, ValueError):
                     raise ValueError(f"{name} must be a number, got {value!r}") from None
-        for name in ("n_iterations", "batch_size", "kl_batch_size"):
+        for name in ("n_iterations", "batch_size", "kl_batch_size", "validate_every"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if self.lr_schedule not in ("constant", "cosine"):
@@ -196,6 +201,9 @@ class Trainer:
         Training configurations for the ML loss; required if ``w_ml`` is ever non-zero.
     reaction_coordinate : callable, optional
         Differentiable map from configurations to shape (batch,); required if ``w_rc`` is ever non-zero.
+    validation_data : Tensor, shape (n_validation, *event_shape), optional
+        Held-out configurations, never trained on; their ML loss is recorded as
+        ``ml_validation`` (see ``TrainingConfig.validate_every``).
     """
 
     def __init__(
@@ -204,16 +212,13 @@ class Trainer:
         config: TrainingConfig | None = None,
         data: Tensor | None = None,
         reaction_coordinate: Callable[[Tensor], Tensor] | None = None,
+        validation_data: Tensor | None = None,
     ):
         self.generator = generator
         self.config = config or TrainingConfig()
         self.schedules = {name: Schedule(getattr(self.config, f"w_{name}")) for name in ("ml", "kl", "rc")}
-        if data is not None:
-            data = generator._as_batch(data, "data")
-            check_finite(data, "training data")
-            like = generator._param_like()
-            data = data.to(dtype=like.dtype, device=like.device)
-        self.data = data
+        self.data = None if data is None else self._as_data(data, "training data")
+        self.validation_data = None if validation_data is None else self._as_data(validation_data, "validation data")
         self.reaction_coordinate = reaction_coordinate
         self._check_requirements()
         self.optimizer = torch.optim.AdamW(
@@ -223,6 +228,23 @@ class Trainer:
         self.iteration = 0
         self.history: list[dict] = []
         self.energy_evaluations = 0
+
+    def _as_data(self, data: Tensor, name: str) -> Tensor:
+        data = self.generator._as_batch(data, name)
+        check_finite(data, name)
+        like = self.generator._param_like()
+        return data.to(dtype=like.dtype, device=like.device)
+
+    def validation_loss(self, chunk: int = 4096) -> float:
+        """Mean negative log-likelihood of the validation data (no gradient); ``nan`` without it."""
+        if self.validation_data is None:
+            return float("nan")
+        total = 0.0
+        with torch.no_grad():
+            for first in range(0, self.validation_data.shape[0], chunk):
+                part = self.validation_data[first:first + chunk]
+                total += float(ml_loss(self.generator, part)) * part.shape[0]
+        return total / self.validation_data.shape[0]
 
     def _check_requirements(self) -> None:
         def ever_positive(schedule: Schedule) -> bool:
@@ -293,6 +315,9 @@ class Trainer:
             )
         row["loss"] = total.item() if total is not None else float("nan")
         row["skipped"] = bool(skip)
+        if self.validation_data is not None and (t % cfg.validate_every == 0 or t == cfg.n_iterations - 1):
+            # after this step's update, so the last row describes the trained generator
+            row["ml_validation"] = self.validation_loss()
         self.history.append(row)
         self.iteration += 1
         return row

@@ -19,6 +19,7 @@ from openmm_bg.commands.sample import load_checkpoint
 from openmm_bg.data import load_reference
 from openmm_bg.generator import load_generator
 from openmm_bg.pipeline import DEFAULT_KL, DEFAULT_ML, OUTPUT_FILES, DemoSettings
+from openmm_bg.systems import DATA_DIR
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +78,28 @@ def test_report_numbers_match_an_independent_recomputation(demo):
     assert report["within_2_sigma"] == (abs(deviation) <= 2 * report["delta_f_error"])
 
 
+def test_held_out_frames_are_the_end_of_each_file_and_are_scored(demo):
+    out, printed, report = demo
+    settings = DemoSettings.from_dict(report["settings"])
+    history = json.loads((out / OUTPUT_FILES["history"]).read_text())
+    checkpoint = torch.load(out / OUTPUT_FILES["generator"], weights_only=True)
+    total = 0
+    for entry in settings.training_data:
+        n = len(range(0, md.load(str(DATA_DIR / entry["file"]), top=str(DATA_DIR / settings.training_topology)).n_frames, entry["stride"]))
+        held = round(settings.validation_fraction * n)
+        assert report["frames"][entry["file"]] == n - held
+        total += held
+    assert checkpoint["metadata"]["n_validation_frames"] == total > 0
+    # the last row of stage 2 scores the final generator on exactly those frames
+    generator, molecule, _, _ = load_checkpoint(out / OUTPUT_FILES["generator"])
+    frames = [md.load(str(DATA_DIR / e["file"]), top=str(DATA_DIR / settings.training_topology))[:: e["stride"]] for e in settings.training_data]
+    held_out = np.concatenate([f.xyz[f.n_frames - round(settings.validation_fraction * f.n_frames):] for f in frames]).astype(np.float64)
+    with torch.no_grad():
+        expected = float(-generator.log_prob(torch.as_tensor(held_out)).mean())
+    assert history["kl"][-1]["ml_validation"] == pytest.approx(expected, rel=1e-9)
+    assert "held-out frames" in printed
+
+
 def test_energy_evaluations_and_times_add_up(demo):
     out, printed, report = demo
     counts, settings = report["energy_evaluations"], DemoSettings.from_yaml(out / "settings.yaml")
@@ -119,6 +142,7 @@ def test_settings_round_trip_and_merge(tmp_path, demo):
         ({"architecture": {"n_block": 2}}, r"unknown architecture settings \['n_block'\]"),
         ({"training_data": [{"file": "x.dcd"}]}, "md_steps"),
         ({"n_bootstrap": 1}, "n_bootstrap"),
+        ({"validation_fraction": 1.0}, "validation_fraction"),
     ],
 )
 def test_bad_settings_raise(values, message):

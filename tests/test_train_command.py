@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -25,15 +26,18 @@ def test_train_writes_a_reloadable_generator_and_its_settings(tmp_path, settings
     out = tmp_path / "run"
     status = main(["train", "ala2-vacuum", "--trajectory", str(ALA2), "--stride", "50", "--config", str(settings), "--blocks", "1", "--hidden", "16", "--output", str(out), "--no-progress"])
     assert status == 0
-    assert "trained 6 iterations on 200 frames" in capsys.readouterr().out
+    # 200 frames, the last 10 % (20) held out
+    assert "trained 6 iterations on 180 frames" in capsys.readouterr().out
     assert TrainingConfig.from_yaml(out / "settings.yaml") == TrainingConfig.from_yaml(settings)
     history = json.loads((out / "history.json").read_text())
     assert len(history) == 6 and "kl" in history[-1] and "kl" not in history[0]
+    assert "ml_validation" in history[0] and "ml_validation" in history[-1] and np.isfinite(history[-1]["ml_validation"])
     assert (out / "losses.png").stat().st_size > 5000
     generator = load_generator(out / "generator.pt")
     state = torch.load(out / "generator.pt", weights_only=True)
     # w_kl ramps up from iteration 0, so every later iteration draws kl_batch_size samples
-    assert state["metadata"]["n_frames"] == 200
+    assert state["metadata"]["n_frames"] == 180 and state["metadata"]["n_validation_frames"] == 20
+    assert state["builder_kwargs"]["coupling"] == "spline"
     assert state["metadata"]["energy_evaluations"] == 8 * sum("kl" in row for row in history) == 40
     import mdtraj as md
 

@@ -155,3 +155,25 @@ def test_yaml_settings_round_trip_and_errors(tmp_path):
         TrainingConfig.from_yaml(bad)
     with pytest.raises(FileNotFoundError, match="not found"):
         TrainingConfig.from_yaml(tmp_path / "missing.yaml")
+
+
+def test_validation_loss_is_recorded_on_held_out_data_only():
+    # 20 training points and 500 held-out ones from the same Gaussian: many steps on the
+    # small set must lower its loss below the held-out loss (over-fitting made visible)
+    train, held_out = data()[:20], data()[20:]
+    config = TrainingConfig(n_iterations=300, batch_size=20, learning_rate=1e-2, validate_every=50)
+    trainer = Trainer(small_generator(), config, data=train, validation_data=held_out)
+    trainer.train(progress=False)
+    rows = [row for row in trainer.history if "ml_validation" in row]
+    assert [row["iteration"] for row in rows] == [0, 50, 100, 150, 200, 250, 299]
+    with torch.no_grad():
+        final = float(-trainer.generator.log_prob(held_out).mean())
+        on_train = float(-trainer.generator.log_prob(train).mean())
+    assert rows[-1]["ml_validation"] == pytest.approx(final, rel=1e-12)
+    assert trainer.validation_loss() == pytest.approx(final, rel=1e-12)
+    assert on_train < final - 0.1
+    assert Trainer(small_generator(), config, data=train).validation_loss() != Trainer(small_generator(), config, data=train).validation_loss()  # nan without data
+    with pytest.raises(ValueError, match="validation data"):
+        Trainer(small_generator(), config, data=train, validation_data=torch.full((5, 2), float("nan"), dtype=torch.float64))
+    with pytest.raises(ValueError, match="validate_every"):
+        TrainingConfig(validate_every=0)

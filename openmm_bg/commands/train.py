@@ -1,7 +1,10 @@
 """Train a Boltzmann generator for a molecule from an MD trajectory.
 
 The generator is internal coordinates (rigid body removed), their normalisation
-fitted to the trajectory, a RealNVP and a Gaussian prior.  Training follows the
+fitted to the trajectory, a coupling flow (rational-quadratic spline couplings by
+default, or RealNVP's affine ones) and a Gaussian prior.  The last
+``--validation-fraction`` of the trajectory is held out: the loss on it, recorded
+every ``validate_every`` iterations, shows over-fitting in losses.png.  Training follows the
 settings of a YAML file (see ``openmm_bg.training.TrainingConfig``: by example, by
 energy at one or several temperatures, with weight schedules); every setting used is
 written next to the outputs.  Outputs in --output: generator.pt (reload with
@@ -25,8 +28,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--system-file", type=Path, help="serialized System (.xml) or Amber .prmtop for --structure")
     parser.add_argument("--trajectory", type=Path, required=True, help="MD trajectory (DCD, XTC, ...) matching the system's atoms")
     parser.add_argument("--stride", type=int, default=1, help="use every n-th frame")
+    parser.add_argument("--validation-fraction", type=float, default=0.1,
+                        help="hold out this final fraction of the frames to measure over-fitting (default 0.1; 0: none)")
     parser.add_argument("--config", type=Path, help="YAML file of training settings; missing keys keep their defaults")
-    parser.add_argument("--blocks", type=int, default=6, help="RealNVP blocks (default 6)")
+    parser.add_argument("--coupling", choices=["spline", "affine"], default="spline",
+                        help="coupling layers: rational-quadratic splines (default) or affine (RealNVP)")
+    parser.add_argument("--blocks", type=int, default=4, help="coupling blocks (default 4)")
     parser.add_argument("--hidden", type=int, nargs="+", default=[128, 128], help="hidden widths (default 128 128)")
     parser.add_argument("--output", "-o", type=Path, default=Path("openmm-bg-train"), help="output folder (default ./openmm-bg-train)")
     parser.add_argument("--no-progress", action="store_true")
@@ -59,8 +66,12 @@ def _plot_losses(history: list[dict], path: Path) -> None:
     iterations = np.arange(len(history))
     for ax, key, label in ((axes[0], "ml", "J_ML (negative log-likelihood)"), (axes[1], "kl", "J_KL (reduced free energy of the generator)")):
         values = np.array([row.get(key, np.nan) for row in history], dtype=float)
-        ax.plot(iterations, values, lw=0.8)
+        ax.plot(iterations, values, lw=0.8, label="training batches")
         ax.set(xlabel="iteration", title=label)
+    held = [(i, row["ml_validation"]) for i, row in enumerate(history) if "ml_validation" in row]
+    if held:
+        axes[0].plot(*zip(*held), "o-", color="tab:red", ms=3, lw=1, label="held-out frames")
+        axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -77,17 +88,25 @@ def run(args: argparse.Namespace) -> int:
 
     if args.blocks < 1 or any(h < 1 for h in args.hidden) or args.stride < 1:
         raise ValueError(f"--blocks, --hidden and --stride must be positive, got {args.blocks}, {args.hidden}, {args.stride}")
+    if not 0.0 <= args.validation_fraction < 1.0:
+        raise ValueError(f"--validation-fraction must be in [0, 1), got {args.validation_fraction}")
     config = TrainingConfig.from_yaml(args.config) if args.config else TrainingConfig()
     molecule = _molecule(args)
     if not args.trajectory.is_file():
         raise FileNotFoundError(f"trajectory not found: {args.trajectory}")
-    positions = load_trajectory(args.trajectory, molecule.topology, stride=args.stride)
+    frames = load_trajectory(args.trajectory, molecule.topology, stride=args.stride)
+    # a contiguous final block is held out: random frames would be near copies of their training neighbours
+    n_held = int(round(args.validation_fraction * frames.shape[0]))
+    if n_held and frames.shape[0] - n_held < 2:
+        raise ValueError(f"{frames.shape[0]} frames leave too few to train on after holding out {n_held}; lower --validation-fraction")
+    positions, held_out = frames[: frames.shape[0] - n_held], frames[frames.shape[0] - n_held:]
     energy = OpenMMEnergy(molecule.system, molecule.temperature, platform=molecule.platform)
     generator, builder_kwargs = molecular_generator_from_data(
-        molecule.topology, positions, energy, n_blocks=args.blocks, hidden=list(args.hidden)
+        molecule.topology, positions, energy, n_blocks=args.blocks, hidden=list(args.hidden), coupling=args.coupling
     )
     start = time.perf_counter()
-    trainer = Trainer(generator, config, data=torch.as_tensor(positions, dtype=torch.float64))
+    trainer = Trainer(generator, config, data=torch.as_tensor(positions, dtype=torch.float64),
+                      validation_data=torch.as_tensor(held_out, dtype=torch.float64) if n_held else None)
     trainer.train(progress=not args.no_progress)
     wall = time.perf_counter() - start
 
@@ -97,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
         "temperature_K": molecule.temperature,
         "trajectory": str(args.trajectory),
         "n_frames": int(positions.shape[0]),
+        "n_validation_frames": int(n_held),
         "training": config.to_dict(),
         "energy_evaluations": trainer.energy_evaluations,
         "wall_time_s": wall,
@@ -106,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     (args.output / "history.json").write_text(json.dumps(trainer.history))
     _plot_losses(trainer.history, args.output / "losses.png")
     last = trainer.history[-1]
-    terms = "  ".join(f"{k} {last[k]:.4g}" for k in ("ml", "kl") if k in last)
+    terms = "  ".join(f"{k} {last[k]:.4g}" for k in ("ml", "ml_validation", "kl") if k in last)
     print(f"trained {trainer.iteration} iterations on {positions.shape[0]} frames of {molecule.name} in {wall:.1f} s; {terms}")
     print(f"energy evaluations {trainer.energy_evaluations}; skipped steps {trainer.n_skipped}")
     print(f"generator checkpoint {checkpoint}")
