@@ -44,10 +44,15 @@ A, B = -1, 1
 STEPS_PER_PS = 1000
 #: the bundled unbiased 300 K MD runs (data/README.md): name -> (file in data/, ps between frames, role)
 BUNDLED_RUNS = {
-    "c7ax": ("ala2-vacuum-300K-c7ax.dcd", 0.2, "4 ns started in C7ax (phi > 0)"),
+    "c7ax": ("ala2-vacuum-300K-c7ax.dcd", 0.2, "10 ns started in C7ax (phi > 0)"),
+    "c7ax-2": ("ala2-vacuum-300K-c7ax-2.dcd", 0.5, "second 10 ns started in C7ax"),
     "c7eq": ("ala2-vacuum-300K-c7eq.dcd", 0.2, "10 ns started in C7eq (phi < 0)"),
+    "c7eq-2": ("ala2-vacuum-300K-c7eq-2.dcd", 0.5, "second 20 ns started in C7eq"),
     "md": ("ala2-vacuum-300K-md.dcd", 1.0, "older 10 ns started in phi < 0, 1 frame/ps"),
 }
+#: runs that give the escape rate from B, and runs that check the predicted A -> B transitions
+ESCAPE_RUNS = ("c7ax", "c7ax-2")
+CHECK_RUNS = ("c7eq", "c7eq-2", "md")
 BUNDLED_TOPOLOGY = "ala2-vacuum-300K-md.pdb"
 
 
@@ -201,7 +206,8 @@ def trajectory_phi(name: str) -> tuple[np.ndarray, float]:
 
 
 def md_cost_estimate(delta_f: float, sigma: float = 0.1, confidence: float = 0.95,
-                     escape_run: str = "c7ax", check_runs: tuple[str, ...] = ("c7eq", "md"), phi: dict | None = None) -> dict:
+                     escape_run: str | tuple[str, ...] = ESCAPE_RUNS, check_runs: tuple[str, ...] = CHECK_RUNS,
+                     phi: dict | None = None) -> dict:
     """Plain-MD cost of ``dF`` to ``sigma`` kT, estimated from the bundled runs (see the module docstring).
 
     Parameters
@@ -210,8 +216,9 @@ def md_cost_estimate(delta_f: float, sigma: float = 0.1, confidence: float = 0.9
         Reference ``F(phi > 0) - F(phi < 0)``.
     sigma : float, kT
         Target standard error of dF.
-    escape_run : str
-        The run that gives ``k_BA`` (escapes from B over the time with B last visited).
+    escape_run : str or tuple of str
+        The run(s) that give ``k_BA``: their escapes from B, pooled, over their summed time
+        with B last visited.
     check_runs : tuple of str
         Runs on which the predicted number of A -> B transitions (``k_AB`` times their
         time with A last visited) is compared with the observed one.
@@ -227,16 +234,16 @@ def md_cost_estimate(delta_f: float, sigma: float = 0.1, confidence: float = 0.9
         ``md_steps`` for ``sigma``; ``slow`` is None when no escape was seen), and ``checks``
         (name -> observed and predicted A -> B transitions, with the predicted range).
     """
-    names = (escape_run,) + tuple(n for n in check_runs if n != escape_run)
+    escape_runs = (escape_run,) if isinstance(escape_run, str) else tuple(escape_run)
+    names = escape_runs + tuple(n for n in check_runs if n not in escape_runs)
     phi = phi if phi is not None else {name: trajectory_phi(name) for name in names}
     runs = {}
     for name in names:
         values, dt_ps = phi[name]
         history = core_history(core_labels(values))
         runs[name] = dict(history, dt_ps=float(dt_ps), time_ns=len(values) * dt_ps / 1000.0)
-    escape = runs[escape_run]
-    time_b_ns = escape["frames_last_b"] * escape["dt_ps"] / 1000.0
-    k_ba = escape_rate(escape["n_ba"], time_b_ns, confidence)
+    time_b_ns = sum(runs[n]["frames_last_b"] * runs[n]["dt_ps"] / 1000.0 for n in escape_runs)
+    k_ba = escape_rate(sum(runs[n]["n_ba"] for n in escape_runs), time_b_ns, confidence)
 
     def at(rate):
         if not rate > 0:
@@ -255,5 +262,5 @@ def md_cost_estimate(delta_f: float, sigma: float = 0.1, confidence: float = 0.9
             predicted=central["k_ab"] * time_a_ns,
             predicted_low=(slow["k_ab"] if slow else 0.0) * time_a_ns, predicted_high=fast["k_ab"] * time_a_ns,
         )
-    return dict(delta_f=float(delta_f), sigma=float(sigma), confidence=float(confidence), escape_run=escape_run,
+    return dict(delta_f=float(delta_f), sigma=float(sigma), confidence=float(confidence), escape_run=" + ".join(escape_runs),
                 runs=runs, k_ba=k_ba, central=central, fast=fast, slow=slow, checks=checks)

@@ -26,8 +26,8 @@ How the plain-MD cost is estimated from the bundled data (``benchmarks/_two_stat
    cores A (phi < 0 state: phi <= -0.5 or phi >= 2.8 rad, the beta basin wraps past +-pi)
    and B (phi > 0 state: 0.5 <= phi <= 2.2 rad); a transition is an entry into one core
    when the last core visited was the other.
-2. The 4 ns run started in C7ax (frames every 0.2 ps) gives the escape rate from B,
-   ``k_BA = (exits from B) / (time with B as the last visited core)``, with the exact 95 %
+2. The two runs started in C7ax give the escape rate from B,
+   ``k_BA = (exits from B) / (time with B as the last visited core)``, pooled, with the exact 95 %
    Poisson interval of the exit count (with no exit, the upper bound 3 / T only; the MD
    cost is then a lower bound).
 3. Detailed balance with the reference: ``k_AB = k_BA P_B / P_A``, ``P_B / P_A = exp(-dF_ref)``;
@@ -37,7 +37,7 @@ How the plain-MD cost is estimated from the bundled data (``benchmarks/_two_stat
    sigma(dF) = 0.1 kT (2 sigma = 0.2 kT), in steps of 1 fs, one energy evaluation each.
    The range comes from the Poisson interval of k_BA only (T is proportional to 1 / k_BA).
 5. Cross-check: the predicted number of A -> B transitions, ``k_AB`` times the time with A
-   last visited, in the 10 ns C7eq run (and the older 10 ns run) against the observed one.
+   last visited, in the runs started in C7eq (and the older 10 ns run) against the observed one.
 
 Run from the repository root::
 
@@ -172,9 +172,9 @@ def print_md_estimate(est: dict) -> None:
     k, c, fast, slow = est["k_ba"], est["central"], est["fast"], est["slow"]
     conf = f"{100 * est['confidence']:.0f} %"
     print("\nplain MD, estimated from the bundled MD (two-state model; cores A: phi <= -0.5 or >= 2.8 rad, B: 0.5 <= phi <= 2.2 rad)")
-    print(f"  {'run':6s}{'length':>9s}{'frame':>8s}{'A->B':>6s}{'B->A':>6s}{'with A last':>13s}{'with B last':>13s}  what")
+    print(f"  {'run':8s}{'length':>9s}{'frame':>8s}{'A->B':>6s}{'B->A':>6s}{'with A last':>13s}{'with B last':>13s}  what")
     for name, r in est["runs"].items():
-        print(f"  {name:6s}{r['time_ns']:>6.1f} ns{r['dt_ps']:>5.1f} ps{r['n_ab']:>6d}{r['n_ba']:>6d}"
+        print(f"  {name:8s}{r['time_ns']:>6.1f} ns{r['dt_ps']:>5.1f} ps{r['n_ab']:>6d}{r['n_ba']:>6d}"
               f"{r['frames_last_a'] * r['dt_ps'] / 1000:>10.3f} ns{r['frames_last_b'] * r['dt_ps'] / 1000:>10.3f} ns  {_two_state.BUNDLED_RUNS[name][2]}")
     run = est["escape_run"]
     if k["upper_bound_only"]:

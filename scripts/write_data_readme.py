@@ -30,14 +30,29 @@ MD_C7EQ = (
 C7AX_START = "python scripts/make_c7ax_start.py data/ala2-vacuum-c7ax-start.pdb --seed 1  (scripts/make_md_data.sh)"
 MD_C7AX = (
     "openmm-bg simulate ala2-vacuum --start data/ala2-vacuum-c7ax-start.pdb -o runs/issue7/ala2-c7ax-20k.dcd --frames 20000 "
-    "--steps-per-frame 200 --timestep 0.001 --equilibration-steps 10000 --seed 3 --platform Reference --no-progress  "
+    "--steps-per-frame 200 --timestep 0.001 --equilibration-steps 10000 --seed 3 --platform Reference --no-progress, "
+    "then the same command with --frames 50000 (it resumes from the run's checkpoint and appends)  "
+    "(OPENMM_CPU_THREADS=1; scripts/make_md_data.sh)"
+)
+MD_C7EQ_2 = (
+    "openmm-bg simulate ala2-vacuum -o runs/issue7b/ala2-c7eq-b.dcd --frames 40000 --steps-per-frame 500 --timestep 0.001 "
+    "--equilibration-steps 100000 --seed 4 --platform Reference --no-progress  (OPENMM_CPU_THREADS=1; scripts/make_md_data.sh)"
+)
+MD_C7AX_2 = (
+    "openmm-bg simulate ala2-vacuum --start data/ala2-vacuum-c7ax-start.pdb -o runs/issue7b/ala2-c7ax-b.dcd --frames 20000 "
+    "--steps-per-frame 500 --timestep 0.001 --equilibration-steps 10000 --seed 5 --platform Reference --no-progress  "
+    "(OPENMM_CPU_THREADS=1; scripts/make_md_data.sh)"
+)
+MD_C7AX_BASIN = (
+    "python scripts/make_c7ax_basin_data.py runs/issue7b/ala2-c7ax-basin.dcd --frames 20000 --steps-per-frame 1000 "
+    "--timestep 0.001 --equilibration-steps 10000 --centre 63 --half-width 57 --k 1000 --seed 6  "
     "(OPENMM_CPU_THREADS=1; scripts/make_md_data.sh)"
 )
 UMBRELLA = 'OPENMM_CPU_THREADS=1 nice -n 10 python scripts/ala2_umbrella_reference.py runs/issue7/umbrella --json data/ala2-vacuum-umbrella-reference.json --n-windows 36 --k 500 --steps-per-window 1000000 --timestep 0.001 --seed 1  (2 spawned worker processes; raw phi/psi series per window in runs/issue7/umbrella/)'
 PT_RUN = (
     "python scripts/run_ala2_tempering.py ala2-vacuum runs/issue5/ala2-vacuum-pt --repeats 4 --iterations 12000 "
     "--round 1000{extension}  (seeds 2024 + repeat; a resumed segment reseeds from the seed and the iteration it "
-    "resumes at, so the resume points are part of the recipe: every 1000 iterations up to 12000, then every 2000), then "
+    "resumes at, so the resume points are part of the recipe: every 1000 iterations up to 12000, then every 2000 up to 16000, then every 1000), then "
     "python scripts/analyze_ala2_tempering.py runs/issue5/ala2-vacuum-pt data/ala2-vacuum --discard 500 "
     "--block-length 1000 --thin 4 --n-bootstrap 100 --seed 0"
 )
@@ -45,8 +60,11 @@ PT_RUN = (
 
 def _pt_command(template: str, iterations) -> str:
     extension = ""
-    if isinstance(iterations, int) and iterations > 12000:
+    if isinstance(iterations, int) and 12000 < iterations <= 16000:
         extension = f", then the same with --iterations 42000 --round 2000, stopped at {iterations} iterations"
+    elif isinstance(iterations, int) and iterations > 16000:
+        extension = (", then the same with --iterations 42000 --round 2000, stopped at 16000 iterations (STOP file), "
+                     f"then the same again with --round 1000, stopped at {iterations} iterations")
     return template.format(iterations=iterations, extension=extension)
 
 
@@ -77,10 +95,34 @@ RECORDS = {
     "ala2-vacuum-300K-c7ax.dcd": dict(
         what="Generator training data, phi > 0 basin: unbiased Langevin MD of `ala2-vacuum` at 300 K started from "
         "`ala2-vacuum-c7ax-start.pdb`, 1 fs, friction 1/ps, 10 ps equilibration discarded, then one frame per 0.2 ps "
-        "(20,000 frames, 4 ns; 4,010,000 MD steps). 98.2 % of the frames have phi > 0 (5 crossings of phi = 0). "
+        "(50,000 frames, 10 ns; 10,010,000 MD steps). The run stays in the C7ax basin for 3.9 ns (frames up to 19,643) "
+        "and then in phi < 0: 39.3 % of the frames have phi > 0 (37 crossings of phi = 0). "
         "MD started in each basin gives the generator both states; their relative weight comes from reweighting, "
         "not from the data. Topology: `ala2-vacuum-300K-md.pdb`.",
         command=MD_C7AX, seed="3", platform="Reference (OpenMM 8.6.1, CPU only)",
+    ),
+    "ala2-vacuum-300K-c7eq-2.dcd": dict(
+        what="More generator training data, phi < 0 basin: a second, independent run like `ala2-vacuum-300K-c7eq.dcd` "
+        "(other seed), 0.1 ns equilibration discarded, then one frame per 0.5 ps (40,000 frames, 20 ns; 20,100,000 MD "
+        "steps). 0.09 % of the frames have phi > 0 (74 crossings of phi = 0, none into the C7ax core 0.5 < phi < 2.2). "
+        "Topology: `ala2-vacuum-300K-md.pdb`.",
+        command=MD_C7EQ_2, seed="4", platform="Reference (OpenMM 8.6.1, CPU only)",
+    ),
+    "ala2-vacuum-300K-c7ax-2.dcd": dict(
+        what="More generator training data from the C7ax structure: a second run like `ala2-vacuum-300K-c7ax.dcd` "
+        "(other seed), 10 ps equilibration discarded, then one frame per 0.5 ps (20,000 frames, 10 ns; 10,010,000 MD "
+        "steps). It leaves the C7ax basin after 1.15 ns: 11.6 % of the frames have phi > 0 (33 crossings of phi = 0). "
+        "Topology: `ala2-vacuum-300K-md.pdb`.",
+        command=MD_C7AX_2, seed="5", platform="Reference (OpenMM 8.6.1, CPU only)",
+    ),
+    "ala2-vacuum-300K-c7ax-basin.dcd": dict(
+        what="Generator training data held in the phi > 0 basin: Langevin MD of `ala2-vacuum` at 300 K (1 fs, friction "
+        "1/ps) from `ala2-vacuum-c7ax-start.pdb` with a flat-bottom restraint on phi, 0.5 k max(0, |phi - 63 deg| - 57 deg)^2, "
+        "k = 1000 kJ/mol/rad^2, which is exactly zero for 6 <= phi <= 120 deg: frames in that window sample the unbiased "
+        "Boltzmann distribution. 10 ps equilibration discarded, then one frame per ps (20,000 frames, 20 ns; 20,010,000 MD "
+        "steps). phi stays within 4.3 to 123.8 deg; 99.98 % of the frames are inside the flat bottom. The restraint only sets which configurations the generator learns from; "
+        "importance weights use the unbiased energy. Topology: `ala2-vacuum-300K-md.pdb`.",
+        command=MD_C7AX_BASIN, seed="6", platform="Reference (OpenMM 8.6.1, CPU only)",
     ),
     "ala2-vacuum-umbrella-reference.json": dict(
         what='Independent reference for ala2-vacuum at 300 K by umbrella sampling along phi: dF = F(phi > 0) - F(phi < 0) = 4.98 +- 0.15 kT (block bootstrap; first / second half of every window 4.90 / 5.07 kT), the phi free-energy profile (72 bins, kT, bootstrap errors) and all settings. 36 windows every 10 deg with harmonic-cosine biases 0.5 k (1 - cos(phi - theta0)), k = 500 kJ/mol; LangevinMiddleIntegrator 1 fs, friction 1/ps, true masses, no constraints; per window 10 ps pull + 20 ps equilibration discarded, then 1 ns sampled every 0.1 ps (37,080,000 MD steps in all); MBAR (pymbar 4) on the bias energies, errors by block bootstrap (5 blocks per window, 100 resamples). CAUTION: not converged. psi is a hidden slow coordinate at the phi barriers, and the two paths around the phi circle disagree (MBAR on these windows: via phi = 0, 5.30 kT; via phi = 120 deg, 4.60 kT). A replica-exchange umbrella run with the same windows (`--replica-exchange`, output in runs/issue7/umbrella-reus, not shipped) gave 4.85 +- 0.13 kT, halves 4.98 / 4.71, paths 4.97 / 4.70. Read this file as a bracket, not a reference.',

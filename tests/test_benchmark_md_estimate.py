@@ -143,8 +143,10 @@ def test_sigma_formula_matches_scatter_over_runs():
 
 def test_reference_file_formats(tmp_path):
     bench = _load("ala2_free_energy")
-    bundled = bench.load_reference_file(BENCHMARKS.parent / "data" / "ala2-vacuum-reference.json", 300.0)
-    assert bundled["delta_f_kT"] == pytest.approx(4.382, abs=1e-3) and bundled["error_kT"] > 0
+    path = BENCHMARKS.parent / "data" / "ala2-vacuum-reference.json"
+    bundled = bench.load_reference_file(path, 300.0)
+    record = json.loads(path.read_text())
+    assert bundled["delta_f_kT"] == record["delta_f_kT"] and bundled["error_kT"] == record["error_kT"] > 0
     umbrella = tmp_path / "umbrella.json"
     umbrella.write_text(json.dumps({"dF_kT": 4.25, "dF_error_kT": 0.05, "temperature_K": 300.0, "total_md_steps": 10}))
     assert bench.load_reference_file(umbrella, 300.0)["delta_f_kT"] == 4.25
