@@ -34,7 +34,7 @@ the sampling budget.
 rate the script prints its 95 % Poisson range (with no transition, the upper bound
 3 / budget) and the ratio as a lower bound ("at least N x"), and the MD rate predicted
 from the bundled MD by the two-state estimate of ``benchmarks/ala2_free_energy.py``
-(escape rate from the phi > 0 core of the 4 ns C7ax run, detailed balance with the
+(escape rate from the phi > 0 core of the runs started in C7ax, detailed balance with the
 reference dF): in equilibrium MD makes ``2 P_A k_AB`` transitions per ns, that is per
 10^6 energy evaluations at 1 fs.
 
@@ -286,7 +286,7 @@ def main(args: argparse.Namespace) -> dict:
     delta_f = float(load_reference("ala2-vacuum")["delta_f_kT"])
     predicted = predicted_md_rate(delta_f)
     bound = " (an upper bound: no escape in the C7ax run)" if predicted["upper_bound_only"] else ""
-    print(f"MD alone predicted from the bundled MD (two-state estimate, {predicted['exits']} escape(s) from phi > 0 in the 4 ns C7ax run, "
+    print(f"MD alone predicted from the bundled MD (two-state estimate, {predicted['exits']} escape(s) from phi > 0 in the runs started in C7ax, "
           f"dF_ref = {delta_f:.3f} kT): 2 P_A k_AB = {predicted['rate']:.3g} transitions per 1e6 evaluations "
           f"(95 % range {predicted['low']:.2g} - {predicted['high']:.2g}){bound}; relaxation time {predicted['tau_ns']:.3g} ns")
     if bg_rate > 0:
