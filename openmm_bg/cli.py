@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 from typing import Sequence
@@ -45,6 +46,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``openmm-bg``; return the exit status."""
+    # pymbar logs two import-time notices (timeseries caveat, JAX missing) at WARNING with no
+    # handler configured, so Python prints them on every command; they say nothing about the run
+    logging.getLogger("pymbar").setLevel(logging.ERROR)
     args = parse_args(argv)
     try:
         return int(args._run(args) or 0)
