@@ -361,7 +361,7 @@ def _run_demo(s: DemoSettings, output: Path, progress: bool) -> DemoReport:
     from .builders import molecular_generator_from_data
     from .commands.free_energy import state_free_energy
     from .commands.sample import draw_samples, save_samples
-    from .data import load_trajectory
+    from .data import hold_out_final, load_trajectory
     from .energies import OpenMMEnergy
     from .generator import save_generator
     from .states import bundled_reference, evaluate_states, parse_state
@@ -375,13 +375,12 @@ def _run_demo(s: DemoSettings, output: Path, progress: bool) -> DemoReport:
     topology_file = _data_file(s.training_topology)
     _say(progress, f"loading {len(files)} training files for {molecule.name}")
     chunks = [load_trajectory(path, molecule.topology, trajectory_topology=topology_file, stride=stride) for path, stride in files]
-    # the final block of each file is held out: random frames would be near copies of their neighbours
-    held = [int(round(s.validation_fraction * chunk.shape[0])) for chunk in chunks]
+    splits = [hold_out_final(chunk, s.validation_fraction) for chunk in chunks]
     frames: dict[str, int] = {}
-    for (path, _), chunk, n_held in zip(files, chunks, held):
-        frames[path.name] = frames.get(path.name, 0) + int(chunk.shape[0]) - n_held
-    positions = np.concatenate([chunk[: chunk.shape[0] - n] for chunk, n in zip(chunks, held)]).astype(np.float64)
-    validation = np.concatenate([chunk[chunk.shape[0] - n:] for chunk, n in zip(chunks, held)]).astype(np.float64)
+    for (path, _), (kept, _) in zip(files, splits):
+        frames[path.name] = frames.get(path.name, 0) + int(kept.shape[0])
+    positions = np.concatenate([kept for kept, _ in splits]).astype(np.float64)
+    validation = np.concatenate([held for _, held in splits]).astype(np.float64)
     if positions.shape[0] < 2:
         raise ValueError(f"validation_fraction {s.validation_fraction} leaves {positions.shape[0]} training frames")
     energy = OpenMMEnergy(molecule.system, molecule.temperature, platform=molecule.platform)

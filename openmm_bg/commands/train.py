@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..builders import molecular_generator_from_data
-    from ..data import load_trajectory
+    from ..data import hold_out_final, load_trajectory
     from ..energies import OpenMMEnergy
     from ..generator import save_generator
     from ..training import Trainer, TrainingConfig
@@ -95,11 +95,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.trajectory.is_file():
         raise FileNotFoundError(f"trajectory not found: {args.trajectory}")
     frames = load_trajectory(args.trajectory, molecule.topology, stride=args.stride)
-    # a contiguous final block is held out: random frames would be near copies of their training neighbours
-    n_held = int(round(args.validation_fraction * frames.shape[0]))
-    if n_held and frames.shape[0] - n_held < 2:
+    positions, held_out = hold_out_final(frames, args.validation_fraction)
+    n_held = held_out.shape[0]
+    if n_held and positions.shape[0] < 2:
         raise ValueError(f"{frames.shape[0]} frames leave too few to train on after holding out {n_held}; lower --validation-fraction")
-    positions, held_out = frames[: frames.shape[0] - n_held], frames[frames.shape[0] - n_held:]
     energy = OpenMMEnergy(molecule.system, molecule.temperature, platform=molecule.platform)
     generator, builder_kwargs = molecular_generator_from_data(
         molecule.topology, positions, energy, n_blocks=args.blocks, hidden=list(args.hidden), coupling=args.coupling

@@ -11,7 +11,7 @@ from .bundled import TRAJECTORIES, bundled_path, load_bundled_trajectory, load_r
 from .dynamics import checkpoint_path, run_md
 from .moves import SeededLangevinMove, derive_seed, repartition_hydrogen_mass
 from .tempering import TemperingData, energy_evaluations, read_parallel_tempering, run_parallel_tempering
-from .trajectories import as_topology, check_same_atoms, load_trajectory, save_topology, save_trajectory
+from .trajectories import as_topology, check_same_atoms, hold_out_final, load_trajectory, save_topology, save_trajectory
 
 __all__ = [
     "TRAJECTORIES",

@@ -14,7 +14,7 @@ import mdtraj as md
 import numpy as np
 import openmm.app as app
 
-__all__ = ["as_topology", "check_same_atoms", "load_trajectory", "save_trajectory", "save_topology"]
+__all__ = ["as_topology", "check_same_atoms", "hold_out_final", "load_trajectory", "save_trajectory", "save_topology"]
 
 # Formats whose files carry atom names, so their order can be checked.
 _SELF_DESCRIBING = (".pdb", ".h5", ".gro", ".mol2", ".cif", ".pdbx")
@@ -76,6 +76,22 @@ def check_same_atoms(expected: md.Topology, found: md.Topology, found_label: str
                 f"atom names in a different order: atom {a.index} is {_describe(b)} in the {found_label} "
                 f"but {_describe(a)} in the topology"
             )
+
+
+def hold_out_final(frames, fraction: float):
+    """Split a trajectory into its first frames and a held-out final block.
+
+    The final ``round(fraction * n)`` frames are held out: a contiguous block, because
+    frames drawn at random would be near copies of their training neighbours.
+
+    Returns
+    -------
+    kept, held_out : arrays
+        ``frames[:n - n_held]`` and ``frames[n - n_held:]``.
+    """
+    n_held = int(round(fraction * frames.shape[0]))
+    cut = frames.shape[0] - n_held
+    return frames[:cut], frames[cut:]
 
 
 def load_trajectory(
