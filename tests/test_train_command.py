@@ -50,6 +50,7 @@ def test_train_writes_a_reloadable_generator_and_its_settings(tmp_path, settings
     [
         (["--trajectory", str(DATA_DIR / "dimer-wca-closed.dcd")], "atoms"),
         (["--trajectory", "missing.dcd"], "trajectory not found"),
+        (["--trajectory", str(ALA2), "--validation-fraction", "1.5"], "--validation-fraction must be in"),
     ],
 )
 def test_bad_input_exits_2(extra, message, tmp_path, capsys, monkeypatch):
