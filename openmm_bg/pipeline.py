@@ -236,8 +236,9 @@ class DemoReport:
     the fraction of the written samples in state B before reweighting; ``state_stats`` has
     ``n_a``, ``n_b`` (samples) and ``ess_a``, ``ess_b`` (effective samples) in each state.
     ``reference`` is the bundled record (``delta_f_kT``, ``error_kT``, ``file``) or None;
-    ``within_0_2_kT`` and ``within_2_sigma`` (twice the bootstrap error) compare the
-    deviation from it.  ``energy_evaluations`` holds ``md_data``, ``training``,
+    ``within_0_2_kT``, ``within_2_sigma`` (twice the generator's bootstrap error) and
+    ``within_2_combined_sigma`` (twice the root sum of squares of the generator's and the
+    reference's errors) compare the deviation from it.  ``energy_evaluations`` holds ``md_data``, ``training``,
     ``sampling`` and ``total``; ``wall_time_s`` the phases and ``total``.
     """
 
@@ -257,6 +258,7 @@ class DemoReport:
     deviation: float | None
     within_0_2_kT: bool | None
     within_2_sigma: bool | None
+    within_2_combined_sigma: bool | None
     energy_evaluations: dict[str, int]
     wall_time_s: dict[str, float]
     paths: dict[str, str]
@@ -314,12 +316,20 @@ class DemoReport:
             lines.append(f"reference              {self.reference['delta_f_kT']:.3f} +- {self.reference['error_kT']:.3f} kT ({Path(self.reference['file']).name})")
         if self.deviation is not None:
             yes = {True: "", False: "not "}
-            lines.append(f"deviation              {self.deviation:+.3f} kT: {yes[self.within_0_2_kT]}within 0.2 kT, {yes[self.within_2_sigma]}within 2 sigma")
+            lines.append(f"deviation              {self.deviation:+.3f} kT: {yes[self.within_0_2_kT]}within 0.2 kT, "
+                         f"{yes[self.within_2_sigma]}within 2 sigma of the generator ({2 * self.delta_f_error:.3f} kT), "
+                         f"{yes[self.within_2_combined_sigma]}within 2 sigma of generator and reference combined "
+                         f"({2 * combined_error(self.delta_f_error, self.reference['error_kT']):.3f} kT)")
         lines += [
             f"energy evaluations     {e['md_data']:,} MD data + {e['training']:,} training + {e['sampling']:,} sampling = {e['total']:,}",
             f"wall time              {t['training']:.1f} s training + {t['sampling']:.1f} s sampling; {t['total']:.1f} s in all",
         ]
         return "\n".join(lines)
+
+
+def combined_error(*errors: float) -> float:
+    """The standard error of a difference of independent estimates: the root sum of squares."""
+    return float(np.sqrt(np.sum(np.square(errors))))
 
 
 def _say(progress: bool, message: str) -> None:
@@ -441,6 +451,7 @@ def _run_demo(s: DemoSettings, output: Path, progress: bool) -> DemoReport:
         delta_f=delta_f, delta_f_error=error, reference=reference, deviation=deviation,
         within_0_2_kT=None if deviation is None else bool(abs(deviation) <= 0.2),
         within_2_sigma=None if deviation is None else bool(abs(deviation) <= 2 * error),
+        within_2_combined_sigma=None if deviation is None else bool(abs(deviation) <= 2 * combined_error(error, reference["error_kT"])),
         energy_evaluations={"md_data": sum(entry["md_steps"] for entry in s.training_data), "training": training_evaluations,
                             "sampling": samples.energy_evaluations},
         wall_time_s={key: b - a for key, (a, b) in times.items()},

@@ -156,3 +156,16 @@ def test_reference_file_formats(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"dF": 1.0}))
     with pytest.raises(ValueError, match="dF_kT"):
         bench.load_reference_file(tmp_path / "bad.json")
+
+
+def test_smallest_accurate_picks_the_cheapest_budget_by_either_sigma_test():
+    bench = _load("ala2_free_energy")
+
+    def row(ml, within_0_2, own, combined):
+        return dict(ml_iterations=ml, evaluations={"total": 10 * ml}, within_0_2=within_0_2,
+                    within_2_sigma=own, within_2_combined=combined)
+
+    rows = [row(4000, True, True, True), row(500, False, False, True), row(2000, True, False, True), row(1000, True, False, False)]
+    assert bench.smallest_accurate(rows)["ml_iterations"] == 4000
+    assert bench.smallest_accurate(rows, "within_2_combined")["ml_iterations"] == 2000
+    assert bench.smallest_accurate(rows[1:]) is None

@@ -209,15 +209,21 @@ def _parse(argv):
     return parser.parse_args(argv)
 
 
-def test_simulate_command_md_and_tempering(tmp_path, ala2):
+def test_simulate_command_md_and_tempering(tmp_path, ala2, capsys):
     out = tmp_path / "md.xtc"
     assert simulate.run(_parse(["ala2-vacuum", "-o", str(out), "--frames", "5", "--steps-per-frame", "20", "--no-progress"])) == 0
     assert load_trajectory(out, ala2.topology, trajectory_topology=out.with_suffix(".pdb")).shape == (5, 22, 3)
     pt = tmp_path / "pt.dcd"
     argv = ["ala2-vacuum", "-o", str(pt), "--frames", "4", "--steps-per-frame", "20", "--temperatures", "300", "450",
             "--hydrogen-mass", "3", "--timestep", "0.002", "--no-progress"]
+    capsys.readouterr()
     assert simulate.run(_parse(argv)) == 0
     assert load_trajectory(pt, ala2.topology).shape == (5, 22, 3)
+    assert "caution: parallel tempering with 2 fs steps" in capsys.readouterr().err  # the measured 2 fs bias
+    pt1 = tmp_path / "pt1.dcd"
+    assert simulate.run(_parse(["ala2-vacuum", "-o", str(pt1), "--frames", "2", "--steps-per-frame", "10",
+                                "--temperatures", "300", "450", "--no-progress"])) == 0
+    assert "caution" not in capsys.readouterr().err
     with pytest.raises(ValueError, match="must end in .dcd or .xtc, got md.nc"):
         simulate.run(_parse(["ala2-vacuum", "-o", str(tmp_path / "md.nc")]))
     with pytest.raises(ValueError, match="unknown system 'nope'"):

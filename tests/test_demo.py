@@ -76,6 +76,8 @@ def test_report_numbers_match_an_independent_recomputation(demo):
     assert report["deviation"] == pytest.approx(deviation)
     assert report["within_0.2_kT"] == (abs(deviation) <= 0.2)
     assert report["within_2_sigma"] == (abs(deviation) <= 2 * report["delta_f_error"])
+    combined = np.sqrt(report["delta_f_error"] ** 2 + reference["error_kT"] ** 2)
+    assert report["within_2_combined_sigma"] == (abs(deviation) <= 2 * combined)
 
 
 def test_held_out_frames_are_the_end_of_each_file_and_are_scored(demo):

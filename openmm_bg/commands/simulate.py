@@ -15,6 +15,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -115,6 +116,14 @@ def run(args: argparse.Namespace) -> int:
 
     if mol.box_vectors is not None:
         raise ValueError(f"parallel tempering here is for non-periodic systems; {mol.name} is periodic")
+    if args.timestep > 0.001:
+        print(
+            f"openmm-bg simulate: caution: parallel tempering with {1000 * args.timestep:g} fs steps. On ala2-vacuum "
+            "(no constraints), 2 fs steps with 4 Da hydrogens gave F(phi > 0) - F(phi < 0) about 0.4 kT below 1 fs "
+            "steps with true masses: integrator error in the hot replicas reaches the cold one through the "
+            "exchanges. For a reference, repeat at a smaller --timestep.",
+            file=sys.stderr,
+        )
     storage = args.output.with_suffix(".nc")
     run_parallel_tempering(
         system, mol.positions, args.temperatures, storage, args.frames, steps_per_iteration=args.steps_per_frame,
