@@ -2,7 +2,8 @@
 
 Part (a), accuracy against budget.  ``openmm_bg.pipeline.run_demo`` (the ``openmm-bg demo``
 recipe: train on the bundled MD from both phi basins, sample, reweight) runs once per
-training budget in ``--ml-iterations``; all other settings are the ``DemoSettings``
+training budget in ``--ml-iterations`` (with ``--kl-iterations``, once per pair of ML and
+KL-stage budgets); all other settings are the ``DemoSettings``
 defaults or a ``--config`` YAML (``--quick``: ``DemoSettings.quick()``).  For each budget it
 prints the ML and KL iterations, the energy evaluations (MD that made the training data,
 training, sampling, total), the wall time (training, sampling), the Kish ESS, dF =
@@ -44,6 +45,7 @@ Run from the repository root::
     nice -n 10 python benchmarks/ala2_free_energy.py                # about 15 min on 2 cores
     nice -n 10 python benchmarks/ala2_free_energy.py --quick        # well under a minute: a smoke test
     nice -n 10 python benchmarks/ala2_free_energy.py --ml-iterations 500 2000 --workdir runs/issue7/cost
+    nice -n 10 python benchmarks/ala2_free_energy.py --ml-iterations 2000 --kl-iterations 300 3000
     nice -n 10 python benchmarks/ala2_free_energy.py --reference-file data/ala2-vacuum-umbrella-reference.json
 """
 
@@ -110,14 +112,25 @@ def reference_sign(system: str, state_a: str, state_b: str) -> float | None:
     return float(np.sign(signed["delta_f_kT"] * load_reference(system)["delta_f_kT"]))
 
 
-def run_budgets(base: DemoSettings, budgets: list[int], n_samples: int, workdir: Path, reference: dict | None) -> list[dict]:
-    """run_demo once per ML budget; one row of figures per budget (deviations against ``reference``)."""
+def run_budgets(base: DemoSettings, budgets: list, n_samples: int, workdir: Path, reference: dict | None) -> list[dict]:
+    """run_demo once per budget; one row of figures per budget (deviations against ``reference``).
+
+    A budget is a number of ML iterations (the KL stage as in ``base``) or a pair
+    ``(ML iterations, KL iterations)``.
+    """
     rows = []
-    for i, n_ml in enumerate(budgets):
-        settings = DemoSettings.from_dict({"ml": {"n_iterations": int(n_ml)}, "n_samples": int(n_samples)}, base)
+    for i, budget in enumerate(budgets):
+        n_ml, n_kl = (budget, None) if np.ndim(budget) == 0 else budget
+        changes = {"ml": {"n_iterations": int(n_ml)}, "n_samples": int(n_samples)}
+        name = f"ml-{n_ml}"
+        if n_kl is not None:
+            changes["kl"] = {"n_iterations": int(n_kl)}
+            name += f"-kl-{n_kl}"
+        settings = DemoSettings.from_dict(changes, base)
         start = time.perf_counter()
-        print(f"[{i + 1}/{len(budgets)}] run_demo with {n_ml} ML iterations -> {workdir / f'ml-{n_ml}'}", file=sys.stderr, flush=True)
-        report = run_demo(settings, workdir / f"ml-{n_ml}", progress=False)
+        print(f"[{i + 1}/{len(budgets)}] run_demo with {n_ml} ML + {settings.kl['n_iterations']} KL iterations -> {workdir / name}",
+              file=sys.stderr, flush=True)
+        report = run_demo(settings, workdir / name, progress=False)
         print(f"      done in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
         deviation = None
         if reference is not None and report.delta_f is not None:
@@ -234,6 +247,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ml-iterations", type=int, nargs="+", default=None,
                         help=f"training budgets, ML iterations (default {' '.join(map(str, DEFAULT_BUDGETS))}; --quick: {' '.join(map(str, QUICK_BUDGETS))})")
+    parser.add_argument("--kl-iterations", type=int, nargs="+", default=None,
+                        help="KL-stage budgets (default: the settings' own, 300); every ML budget runs with every KL budget")
     parser.add_argument("--n-samples", type=int, default=None, help="generator samples per budget (default 100000; --quick: 3000)")
     parser.add_argument("--config", type=Path, default=None, help="demo settings YAML (DemoSettings.from_yaml) over the defaults, or over the quick settings with --quick")
     parser.add_argument("--quick", action="store_true", help="DemoSettings.quick(), small budgets and 3000 samples: well under a minute")
@@ -246,6 +261,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.n_samples = 3000 if args.quick else 100_000
     if min(args.ml_iterations) < 1 or args.n_samples < 1:
         parser.error("--ml-iterations and --n-samples must be positive")
+    if args.kl_iterations is not None and min(args.kl_iterations) < 0:
+        parser.error("--kl-iterations must be 0 or more")
     if not args.reference_file.is_file():
         parser.error(f"reference file not found: {args.reference_file}")
     return args
@@ -264,9 +281,12 @@ def main(args: argparse.Namespace) -> dict:
     sign = reference_sign(base.system, base.state_a, base.state_b)
     reference = None if sign is None else dict(raw, delta_f_kT=sign * raw["delta_f_kT"])
     budgets = sorted(set(args.ml_iterations))
+    if args.kl_iterations is not None:
+        budgets = [(ml, kl) for ml in budgets for kl in sorted(set(args.kl_iterations))]
 
     print(f"system {base.system}; states A = {base.state_a}, B = {base.state_b}; architecture {base.architecture}; "
-          f"ML {dict(base.ml, n_iterations='varied')}; KL {base.kl}; {args.n_samples:,} samples per budget"
+          f"ML {dict(base.ml, n_iterations='varied')}; KL {base.kl if args.kl_iterations is None else dict(base.kl, n_iterations='varied')}; "
+          f"{args.n_samples:,} samples per budget"
           + (" (--quick)" if args.quick else "") + (f"; config {args.config}" if args.config else ""))
     if sign is None:
         print("the states are not phi < 0 / phi > 0: no comparison with the reference")
