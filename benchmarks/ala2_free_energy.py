@@ -65,9 +65,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _two_state  # noqa: E402  (benchmarks/_two_state.py)
 
-from openmm_bg.pipeline import DemoSettings, run_demo  # noqa: E402
+from openmm_bg.pipeline import OUTPUT_FILES, DemoSettings, combined_error, run_demo  # noqa: E402
 
-__all__ = ["TARGET_DEVIATION", "TARGET_SIGMA", "load_reference_file", "reference_sign", "run_budgets", "smallest_accurate", "main"]
+__all__ = ["TARGET_DEVIATION", "TARGET_SIGMA", "load_reference_file", "reference_sign", "run_budgets", "budget_row", "smallest_accurate", "main"]
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_REFERENCE = ROOT / "data" / "ala2-vacuum-reference.json"
@@ -112,11 +112,13 @@ def reference_sign(system: str, state_a: str, state_b: str) -> float | None:
     return float(np.sign(signed["delta_f_kT"] * load_reference(system)["delta_f_kT"]))
 
 
-def run_budgets(base: DemoSettings, budgets: list, n_samples: int, workdir: Path, reference: dict | None) -> list[dict]:
+def run_budgets(base: DemoSettings, budgets: list, n_samples: int, workdir: Path, reference: dict | None,
+                reuse: bool = False) -> list[dict]:
     """run_demo once per budget; one row of figures per budget (deviations against ``reference``).
 
     A budget is a number of ML iterations (the KL stage as in ``base``) or a pair
-    ``(ML iterations, KL iterations)``.
+    ``(ML iterations, KL iterations)``.  With ``reuse``, a run whose ``report.json`` in
+    ``workdir`` was made with exactly these settings is read instead of repeated.
     """
     rows = []
     for i, budget in enumerate(budgets):
@@ -127,25 +129,35 @@ def run_budgets(base: DemoSettings, budgets: list, n_samples: int, workdir: Path
             changes["kl"] = {"n_iterations": int(n_kl)}
             name += f"-kl-{n_kl}"
         settings = DemoSettings.from_dict(changes, base)
-        start = time.perf_counter()
-        print(f"[{i + 1}/{len(budgets)}] run_demo with {n_ml} ML + {settings.kl['n_iterations']} KL iterations -> {workdir / name}",
-              file=sys.stderr, flush=True)
-        report = run_demo(settings, workdir / name, progress=False)
-        print(f"      done in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
-        deviation = None
-        if reference is not None and report.delta_f is not None:
-            deviation = report.delta_f - reference["delta_f_kT"]
-        rows.append(dict(
-            ml_iterations=len(report.history_ml), kl_iterations=len(report.history_kl),
-            evaluations=dict(report.energy_evaluations), wall=dict(report.wall_time_s),
-            ess=report.kish_ess, n_samples=report.n_samples, delta_f=report.delta_f, error=report.delta_f_error,
-            deviation=deviation,
-            within_0_2=None if deviation is None else bool(abs(deviation) <= TARGET_DEVIATION),
-            within_2_sigma=None if deviation is None else bool(abs(deviation) <= 2 * report.delta_f_error),
-            within_2_combined=None if deviation is None else report.within_2_combined_sigma,
-            note=report.note, frames=report.n_frames,
-        ))
+        done = workdir / name / OUTPUT_FILES["report"]
+        if reuse and done.is_file() and json.loads(done.read_text())["settings"] == settings.to_dict():
+            print(f"[{i + 1}/{len(budgets)}] reading {done} (same settings)", file=sys.stderr, flush=True)
+            report = json.loads(done.read_text())
+        else:
+            start = time.perf_counter()
+            print(f"[{i + 1}/{len(budgets)}] run_demo with {n_ml} ML + {settings.kl['n_iterations']} KL iterations -> {workdir / name}",
+                  file=sys.stderr, flush=True)
+            report = run_demo(settings, workdir / name, progress=False).to_dict()
+            print(f"      done in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+        rows.append(budget_row(report, reference))
     return rows
+
+
+def budget_row(report: dict, reference: dict | None) -> dict:
+    """The figures of one run (``DemoReport.to_dict()``, as in report.json), compared with ``reference``."""
+    settings = report["settings"]
+    delta_f, error = report["delta_f"], report["delta_f_error"]
+    deviation = None if reference is None or delta_f is None else delta_f - reference["delta_f_kT"]
+    combined = None if reference is None or error is None else combined_error(error, reference["error_kT"])
+    return dict(
+        ml_iterations=settings["ml"]["n_iterations"], kl_iterations=settings["kl"]["n_iterations"],
+        evaluations=dict(report["energy_evaluations"]), wall=dict(report["wall_time_s"]),
+        ess=report["kish_ess"], n_samples=report["n_samples"], delta_f=delta_f, error=error, deviation=deviation,
+        within_0_2=None if deviation is None else bool(abs(deviation) <= TARGET_DEVIATION),
+        within_2_sigma=None if deviation is None else bool(abs(deviation) <= 2 * error),
+        within_2_combined=None if deviation is None else bool(abs(deviation) <= 2 * combined),
+        note=report["note"], frames=report["n_frames"],
+    )
 
 
 def smallest_accurate(rows: list[dict], sigma: str = "within_2_sigma") -> dict | None:
@@ -253,6 +265,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--config", type=Path, default=None, help="demo settings YAML (DemoSettings.from_yaml) over the defaults, or over the quick settings with --quick")
     parser.add_argument("--quick", action="store_true", help="DemoSettings.quick(), small budgets and 3000 samples: well under a minute")
     parser.add_argument("--workdir", type=Path, default=None, help="keep each run's outputs in WORKDIR/ml-N (default: a temporary folder, removed)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="with --workdir: read a budget's report.json made with the same settings instead of running it again "
+                        "(to compare finished runs with another --reference-file, or to resume)")
     parser.add_argument("--reference-file", type=Path, default=DEFAULT_REFERENCE, help="reference JSON (delta_f_kT/error_kT or dF_kT/dF_error_kT)")
     args = parser.parse_args(argv)
     if args.ml_iterations is None:
@@ -261,6 +276,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.n_samples = 3000 if args.quick else 100_000
     if min(args.ml_iterations) < 1 or args.n_samples < 1:
         parser.error("--ml-iterations and --n-samples must be positive")
+    if args.reuse and args.workdir is None:
+        parser.error("--reuse needs --workdir")
     if args.kl_iterations is not None and min(args.kl_iterations) < 0:
         parser.error("--kl-iterations must be 0 or more")
     if not args.reference_file.is_file():
@@ -293,7 +310,7 @@ def main(args: argparse.Namespace) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="ala2-cost-") as scratch:
         workdir = args.workdir or Path(scratch)
-        rows = run_budgets(base, budgets, args.n_samples, workdir, reference)
+        rows = run_budgets(base, budgets, args.n_samples, workdir, reference, reuse=args.reuse)
     print_table(rows, reference)
     estimate = _two_state.md_cost_estimate(raw["delta_f_kT"], sigma=TARGET_SIGMA)  # always F(phi > 0) - F(phi < 0)
     print_md_estimate(estimate)

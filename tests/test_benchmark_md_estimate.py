@@ -169,3 +169,17 @@ def test_smallest_accurate_picks_the_cheapest_budget_by_either_sigma_test():
     assert bench.smallest_accurate(rows)["ml_iterations"] == 4000
     assert bench.smallest_accurate(rows, "within_2_combined")["ml_iterations"] == 2000
     assert bench.smallest_accurate(rows[1:]) is None
+
+
+def test_budget_row_compares_a_saved_report_with_any_reference():
+    bench = _load("ala2_free_energy")
+    report = {"settings": {"ml": {"n_iterations": 2000}, "kl": {"n_iterations": 300}}, "delta_f": 4.70, "delta_f_error": 0.03,
+              "energy_evaluations": {"total": 5}, "wall_time_s": {"total": 1.0}, "kish_ess": 0.3, "n_samples": 10,
+              "note": "", "n_frames": 7}
+    row = bench.budget_row(report, {"delta_f_kT": 4.85, "error_kT": 0.08})
+    assert row["ml_iterations"] == 2000 and row["kl_iterations"] == 300
+    assert row["deviation"] == pytest.approx(-0.15)
+    assert row["within_0_2"] and not row["within_2_sigma"] and row["within_2_combined"]  # 0.15 <= 2 * hypot(0.03, 0.08) = 0.171
+    row = bench.budget_row(report, {"delta_f_kT": 4.40, "error_kT": 0.06})
+    assert not row["within_0_2"] and not row["within_2_combined"]  # 0.30 > 2 * hypot(0.03, 0.06) = 0.134
+    assert bench.budget_row(report, None)["deviation"] is None
