@@ -316,10 +316,10 @@ class DemoReport:
             lines.append(f"reference              {self.reference['delta_f_kT']:.3f} +- {self.reference['error_kT']:.3f} kT ({Path(self.reference['file']).name})")
         if self.deviation is not None:
             yes = {True: "", False: "not "}
-            lines.append(f"deviation              {self.deviation:+.3f} kT: {yes[self.within_0_2_kT]}within 0.2 kT, "
-                         f"{yes[self.within_2_sigma]}within 2 sigma of the generator ({2 * self.delta_f_error:.3f} kT), "
-                         f"{yes[self.within_2_combined_sigma]}within 2 sigma of generator and reference combined "
-                         f"({2 * combined_error(self.delta_f_error, self.reference['error_kT']):.3f} kT)")
+            lines += [f"deviation              {self.deviation:+.3f} kT: {yes[self.within_0_2_kT]}within 0.2 kT",
+                      f"{'':23s}{yes[self.within_2_sigma]}within 2 sigma of the generator alone ({2 * self.delta_f_error:.3f} kT), "
+                      f"{yes[self.within_2_combined_sigma]}within 2 sigma of generator and reference combined "
+                      f"({2 * combined_error(self.delta_f_error, self.reference['error_kT']):.3f} kT)"]
         lines += [
             f"energy evaluations     {e['md_data']:,} MD data + {e['training']:,} training + {e['sampling']:,} sampling = {e['total']:,}",
             f"wall time              {t['training']:.1f} s training + {t['sampling']:.1f} s sampling; {t['total']:.1f} s in all",

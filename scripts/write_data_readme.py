@@ -50,22 +50,22 @@ MD_C7AX_BASIN = (
 )
 UMBRELLA = 'OPENMM_CPU_THREADS=1 nice -n 10 python scripts/ala2_umbrella_reference.py runs/issue7/umbrella --json data/ala2-vacuum-umbrella-reference.json --n-windows 36 --k 500 --steps-per-window 1000000 --timestep 0.001 --seed 1  (2 spawned worker processes; raw phi/psi series per window in runs/issue7/umbrella/)'
 PT_RUN = (
-    "python scripts/run_ala2_tempering.py ala2-vacuum runs/issue5/ala2-vacuum-pt --repeats 4 --iterations 12000 "
-    "--round 1000{extension}  (seeds 2024 + repeat; a resumed segment reseeds from the seed and the iteration it "
-    "resumes at, so the resume points are part of the recipe: every 1000 iterations up to 12000, then every 2000 up to 16000, then every 1000), then "
-    "python scripts/analyze_ala2_tempering.py runs/issue5/ala2-vacuum-pt data/ala2-vacuum --discard 500 "
+    "python scripts/run_ala2_tempering.py ala2-vacuum runs/issue7b/ala2-vacuum-pt-1fs --repeats 4 --iterations 42000 "
+    "--round 1000 --timestep 0.001 --hydrogen-mass 1.008 --seed 3000  (1.008 Da is the force field's hydrogen mass: true masses; seeds 3000 + repeat; run as four processes, two at a time "
+    "on the 2 cores, each `--repeats 1 --seed 300R` in runs/issue7b/pt-1fs-R, which makes the same repeats; repeat 0 was "
+    "stopped at 43000 iterations and the analysis uses the 42000 that all reached; runs/issue7b/ala2-vacuum-pt-1fs/repeatR.nc "
+    "link to them), then "
+    "python scripts/analyze_ala2_tempering.py runs/issue7b/ala2-vacuum-pt-1fs data/ala2-vacuum --discard 500 "
     "--block-length 1000 --thin 4 --n-bootstrap 100 --seed 0"
 )
-
-
-def _pt_command(template: str, iterations) -> str:
-    extension = ""
-    if isinstance(iterations, int) and 12000 < iterations <= 16000:
-        extension = f", then the same with --iterations 42000 --round 2000, stopped at {iterations} iterations"
-    elif isinstance(iterations, int) and iterations > 16000:
-        extension = (", then the same with --iterations 42000 --round 2000, stopped at 16000 iterations (STOP file), "
-                     f"then the same again with --round 1000, stopped at {iterations} iterations")
-    return template.format(iterations=iterations, extension=extension)
+PT_RUN_2FS = (
+    "python scripts/run_ala2_tempering.py ala2-vacuum runs/issue5/ala2-vacuum-pt --repeats 4 --iterations 12000 "
+    "--round 1000 --timestep 0.002 --hydrogen-mass 4 --seed 2024  (a resumed segment reseeds from the seed and the "
+    "iteration it resumes at, so the resume points are part of the recipe: every 1000 iterations up to 12000; then the "
+    "same with --iterations 42000 --round 2000, stopped at 16000 iterations (STOP file); then again with --round 1000, "
+    "stopped at 25000), then python scripts/analyze_ala2_tempering.py runs/issue5/ala2-vacuum-pt <prefix> --discard 500 "
+    "--block-length 1000 --thin 4 --n-bootstrap 100 --seed 0, and the JSON renamed; its samples file is not shipped"
+)
 
 
 RECORDS = {
@@ -129,18 +129,28 @@ RECORDS = {
         command=UMBRELLA, seed='1 (per-window integrator seeds derived from it); bootstrap 0', platform='Reference (OpenMM 8.6.1, CPU only, one thread per worker)',
     ),
     "ala2-vacuum-pt.npz": dict(
-        what="Parallel tempering of `ala2-vacuum` (openmmtools ReplicaExchangeSampler, swap-all), independent repeats. "
+        what="Parallel tempering of `ala2-vacuum` (openmmtools ReplicaExchangeSampler, swap-all), four independent repeats "
+        "of 42,000 iterations, 8 temperatures 300-1000 K (geometric). "
         "Arrays in state (temperature) order: `temperatures` (K), `potential_energy` (repeat, iteration, state; kJ/mol, float32), "
         "`phi`, `psi` (same shape, float32 radians), `steps_per_iteration`. Iteration 0 of each repeat is the start. "
-        "Hydrogen masses 4 Da (repartitioned from the bonded heavy atom), 2 fs LangevinMiddleIntegrator, friction 1/ps, "
-        "velocities redrawn each iteration, 500 steps (1 ps) per iteration.",
-        command=PT_RUN, seed="2024, 2025, 2026, 2027 (one per repeat)", platform="Reference",
+        "True masses, no constraints, 1 fs LangevinMiddleIntegrator, friction 1/ps, "
+        "velocities redrawn each iteration, 500 steps (0.5 ps) per iteration.",
+        command=PT_RUN, seed="3000, 3001, 3002, 3003 (one per repeat)", platform="Reference",
     ),
     "ala2-vacuum-reference.json": dict(
         what="Reference dF = F(phi > 0) - F(phi < 0) at 300 K in kT, by MBAR over all temperatures and repeats, "
         "with its error (the larger of a block bootstrap within repeats and the standard error over repeats), "
         "the cost in energy evaluations, and all settings.",
-        command=PT_RUN, seed="simulation 2024-2027; bootstrap 0", platform="Reference",
+        command=PT_RUN, seed="simulation 3000-3003; bootstrap 0", platform="Reference",
+    ),
+    "ala2-vacuum-2fs-hmr-reference.json": dict(
+        what="The EARLIER reference, superseded and kept for the record: the same analysis of four repeats of 25,000 "
+        "iterations with 2 fs steps and hydrogens repartitioned to 4 Da (500 steps = 1 ps per iteration). It gave "
+        "4.419 +- 0.064 kT, about 0.4 kT below the 1 fs, true-mass runs, replica-exchange umbrella sampling "
+        "(ala2-vacuum-umbrella-reference.json) and exact MD + BG chains (README.md): integrator error in the hot "
+        "replicas of the unconstrained molecule, reaching 300 K through the exchanges, is the likely cause. "
+        "Compare with `python benchmarks/ala2_free_energy.py --reference-file data/ala2-vacuum-2fs-hmr-reference.json`.",
+        command=PT_RUN_2FS, seed="simulation 2024-2027; bootstrap 0", platform="Reference",
     ),
     "dimer-wca-closed.dcd": dict(
         what="MD of `dimer-wca` (216 particles, reduced density 0.96, 98.88 K) started with the dimer closed: "
@@ -171,13 +181,11 @@ def main() -> None:
         "`load_tempering_samples` and `load_reference`.",
         "",
     ]
-    iterations = {}
     for system in ("ala2-vacuum", "ala2-implicit"):
         reference = DATA / f"{system}-reference.json"
         if not reference.exists():
             continue
         record = json.loads(reference.read_text())
-        iterations[system] = record["iterations_per_repeat"]
         steps = record["simulation"].get("steps", 500)
         label = "" if system == "ala2-vacuum" else " (PRELIMINARY)"
         lines += [
@@ -189,9 +197,20 @@ def main() -> None:
             + ", ".join(f"{x:.3f}" for x in record["repeat_estimates_kT"])
             + f"). Cost: {record['energy_evaluations']:,} energy evaluations "
             f"({record['n_repeats']} repeats x {record['iterations_per_repeat']} iterations x "
-            f"{len(record['temperatures_K'])} replicas x ({steps} steps + 2), plus the initial swap matrices).",
+            f"{len(record['temperatures_K'])} replicas x ({steps} steps + 2), plus the initial swap matrices). "
+            f"Time step {1000 * record['simulation']['timestep']:g} fs, "
+            + ("true masses." if record["simulation"].get("hydrogen_mass") in (None, 1.008) else
+               f"hydrogen mass {record['simulation']['hydrogen_mass']:g} Da."),
             "",
         ]
+        superseded = DATA / f"{system}-2fs-hmr-reference.json"
+        if superseded.exists():
+            old = json.loads(superseded.read_text())
+            lines += [
+                f"It replaces an earlier reference with 2 fs steps and 4 Da hydrogens, {old['delta_f_kT']:.3f} +- "
+                f"{old['error_kT']:.3f} kT (`{superseded.name}`, kept for the record; see its entry below).",
+                "",
+            ]
     lines += ["## Files", ""]
     for name, record in RECORDS.items():
         path = DATA / name
@@ -203,7 +222,7 @@ def main() -> None:
             "",
             record["what"],
             "",
-            f"- command: `{_pt_command(record['command'], iterations.get(name.split('-pt')[0].split('-reference')[0], '?'))}`",
+            f"- command: `{record['command']}`",
             f"- seed: {record['seed']}",
             f"- platform: {record['platform']}",
             f"- size: {path.stat().st_size} bytes",
@@ -213,7 +232,7 @@ def main() -> None:
     lines += [
         "## Not shipped",
         "",
-        "The raw openmmtools NetCDF files of the tempering runs (`runs/issue5/ala2-vacuum-pt/repeat*.nc`, "
+        "The raw openmmtools NetCDF files of the tempering runs (`runs/issue7b/pt-1fs-R/repeat0.nc`, "
         "positions of every replica at every iteration) are regenerated by the commands above.",
         "",
     ]
