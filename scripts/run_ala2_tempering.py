@@ -6,10 +6,10 @@ every repeat), so that stopping early still leaves repeats of equal length.  A f
 
 The defaults are the recipe of the bundled ala2-vacuum reference (data/README.md): 1 fs
 steps with true hydrogen masses.  An earlier reference used 2 fs steps with 4 Da hydrogens
-(``--timestep 0.002 --hydrogen-mass 4``) and came out 0.4 kT lower, at 4.42 +- 0.06 kT against
-4.8-4.9 kT from this recipe, from replica-exchange umbrella sampling and from exact MD + BG
-chains: the 2 fs integrator's error, large in the hot replicas of an unconstrained molecule
-and carried down by the exchanges, is the likely cause.
+(``--timestep 0.002 --hydrogen-mass 4``) and came out 0.36 kT lower, at 4.42 +- 0.06 kT against
+4.78 +- 0.07 kT from this recipe, with which replica-exchange umbrella sampling, the
+generator and exact MD + BG chains agree: the 2 fs integrator's error, large in the hot
+replicas of an unconstrained molecule and carried down by the exchanges, is the likely cause.
 
 Example (the ala2-vacuum reference; its four repeats were run as four processes, one per
 core, with ``--repeats 1 --seed 3000+r`` in separate folders, which gives the same repeats)::
