@@ -65,7 +65,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _two_state  # noqa: E402  (benchmarks/_two_state.py)
 
-from openmm_bg.pipeline import OUTPUT_FILES, DemoSettings, combined_error, run_demo  # noqa: E402
+from openmm_bg.pipeline import OUTPUT_FILES, DemoSettings, run_demo  # noqa: E402
 
 __all__ = ["TARGET_DEVIATION", "TARGET_SIGMA", "load_reference_file", "reference_sign", "run_budgets", "budget_row", "smallest_accurate", "main"]
 
@@ -130,9 +130,9 @@ def run_budgets(base: DemoSettings, budgets: list, n_samples: int, workdir: Path
             name += f"-kl-{n_kl}"
         settings = DemoSettings.from_dict(changes, base)
         done = workdir / name / OUTPUT_FILES["report"]
-        if reuse and done.is_file() and json.loads(done.read_text())["settings"] == settings.to_dict():
+        report = json.loads(done.read_text()) if reuse and done.is_file() else None
+        if report is not None and report["settings"] == settings.to_dict():
             print(f"[{i + 1}/{len(budgets)}] reading {done} (same settings)", file=sys.stderr, flush=True)
-            report = json.loads(done.read_text())
         else:
             start = time.perf_counter()
             print(f"[{i + 1}/{len(budgets)}] run_demo with {n_ml} ML + {settings.kl['n_iterations']} KL iterations -> {workdir / name}",
@@ -148,7 +148,7 @@ def budget_row(report: dict, reference: dict | None) -> dict:
     settings = report["settings"]
     delta_f, error = report["delta_f"], report["delta_f_error"]
     deviation = None if reference is None or delta_f is None else delta_f - reference["delta_f_kT"]
-    combined = None if reference is None or error is None else combined_error(error, reference["error_kT"])
+    combined = None if reference is None or error is None else math.hypot(error, reference["error_kT"])
     return dict(
         ml_iterations=settings["ml"]["n_iterations"], kl_iterations=settings["kl"]["n_iterations"],
         evaluations=dict(report["energy_evaluations"]), wall=dict(report["wall_time_s"]),

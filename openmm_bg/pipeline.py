@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -319,17 +320,12 @@ class DemoReport:
             lines += [f"deviation              {self.deviation:+.3f} kT: {yes[self.within_0_2_kT]}within 0.2 kT",
                       f"{'':23s}{yes[self.within_2_sigma]}within 2 sigma of the generator alone ({2 * self.delta_f_error:.3f} kT), "
                       f"{yes[self.within_2_combined_sigma]}within 2 sigma of generator and reference combined "
-                      f"({2 * combined_error(self.delta_f_error, self.reference['error_kT']):.3f} kT)"]
+                      f"({2 * math.hypot(self.delta_f_error, self.reference['error_kT']):.3f} kT)"]
         lines += [
             f"energy evaluations     {e['md_data']:,} MD data + {e['training']:,} training + {e['sampling']:,} sampling = {e['total']:,}",
             f"wall time              {t['training']:.1f} s training + {t['sampling']:.1f} s sampling; {t['total']:.1f} s in all",
         ]
         return "\n".join(lines)
-
-
-def combined_error(*errors: float) -> float:
-    """The standard error of a difference of independent estimates: the root sum of squares."""
-    return float(np.sqrt(np.sum(np.square(errors))))
 
 
 def _say(progress: bool, message: str) -> None:
@@ -451,7 +447,7 @@ def _run_demo(s: DemoSettings, output: Path, progress: bool) -> DemoReport:
         delta_f=delta_f, delta_f_error=error, reference=reference, deviation=deviation,
         within_0_2_kT=None if deviation is None else bool(abs(deviation) <= 0.2),
         within_2_sigma=None if deviation is None else bool(abs(deviation) <= 2 * error),
-        within_2_combined_sigma=None if deviation is None else bool(abs(deviation) <= 2 * combined_error(error, reference["error_kT"])),
+        within_2_combined_sigma=None if deviation is None else bool(abs(deviation) <= 2 * math.hypot(error, reference["error_kT"])),
         energy_evaluations={"md_data": sum(entry["md_steps"] for entry in s.training_data), "training": training_evaluations,
                             "sampling": samples.energy_evaluations},
         wall_time_s={key: b - a for key, (a, b) in times.items()},
