@@ -37,7 +37,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=1000, help="frames to write (PT: iterations)")
     parser.add_argument("--steps-per-frame", type=int, default=500)
     parser.add_argument("--timestep", type=float, default=0.001, help="ps")
-    parser.add_argument("--friction", type=float, default=1.0, help="1/ps")
+    parser.add_argument("--friction", type=float, default=None,
+                        help="1/ps; default 1 for MD, 10 for parallel tempering, whose replicas redraw velocities every iteration")
     parser.add_argument("--temperature", type=float, help="K; default: the system's")
     parser.add_argument("--temperatures", type=float, nargs="+", help="K, increasing: run parallel tempering")
     parser.add_argument("--hydrogen-mass", type=float, help="Da; repartition hydrogen masses (keeps equilibrium)")
@@ -107,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
         run_md(
             system, mol.topology, mol.positions, args.output, args.frames,
             temperature=args.temperature or mol.temperature, steps_per_frame=args.steps_per_frame,
-            timestep=args.timestep, collision_rate=args.friction, platform=platform, box_vectors=mol.box_vectors,
+            timestep=args.timestep, collision_rate=1.0 if args.friction is None else args.friction, platform=platform,
+            box_vectors=mol.box_vectors,
             equilibration_steps=args.equilibration_steps, seed=args.seed, checkpoint_every=args.checkpoint_every,
             progress=progress,
         )
@@ -127,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
     storage = args.output.with_suffix(".nc")
     run_parallel_tempering(
         system, mol.positions, args.temperatures, storage, args.frames, steps_per_iteration=args.steps_per_frame,
-        timestep=args.timestep, collision_rate=args.friction, platform=platform, seed=args.seed, progress=progress,
+        timestep=args.timestep, collision_rate=10.0 if args.friction is None else args.friction, platform=platform,
+        seed=args.seed, progress=progress,
     )
     data = read_parallel_tempering(storage)
     lowest = data.by_state(data.positions)[:, 0]
