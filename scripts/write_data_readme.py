@@ -50,13 +50,22 @@ MD_C7AX_BASIN = (
 )
 UMBRELLA = 'OPENMM_CPU_THREADS=1 nice -n 10 python scripts/ala2_umbrella_reference.py runs/issue7/umbrella --json data/ala2-vacuum-umbrella-reference.json --n-windows 36 --k 500 --steps-per-window 1000000 --timestep 0.001 --seed 1  (2 spawned worker processes; raw phi/psi series per window in runs/issue7/umbrella/)'
 PT_RUN = (
-    "python scripts/run_ala2_tempering.py ala2-vacuum runs/issue7b/ala2-vacuum-pt-1fs --repeats 4 --iterations 42000 "
-    "--round 1000 --timestep 0.001 --hydrogen-mass 1.008 --seed 3000  (1.008 Da is the force field's hydrogen mass: true masses; seeds 3000 + repeat; run as four processes, two at a time "
-    "on the 2 cores, each `--repeats 1 --seed 300R` in runs/issue7b/pt-1fs-R, which makes the same repeats; repeat 0 was "
-    "stopped at 43000 iterations and the analysis uses the 42000 that all reached; runs/issue7b/ala2-vacuum-pt-1fs/repeatR.nc "
-    "link to them), then "
-    "python scripts/analyze_ala2_tempering.py runs/issue7b/ala2-vacuum-pt-1fs data/ala2-vacuum --discard 500 "
+    "python scripts/run_ala2_tempering.py ala2-vacuum runs/issue7d/ala2-vacuum-pt-g10 --repeats 4 --iterations 33000 "
+    "--round 1000 --timestep 0.001 --friction 10 --seed 5000  (true masses; seeds 5000 + repeat; run as four processes, "
+    "two at a time on the 2 cores, each `--repeats 1 --seed 500R` in runs/issue7d/pt-g10-R, which makes the same repeats; "
+    "repeat 0 was started with --iterations 42000 and stopped at 33000 with a STOP file; "
+    "runs/issue7d/ala2-vacuum-pt-g10/repeatR.nc link to them), then "
+    "python scripts/analyze_ala2_tempering.py runs/issue7d/ala2-vacuum-pt-g10 data/ala2-vacuum --discard 500 "
     "--block-length 1000 --thin 4 --n-bootstrap 100 --seed 0"
+)
+PT_RUN_FRICTION1 = (
+    "python scripts/run_ala2_tempering.py ala2-vacuum runs/issue7b/ala2-vacuum-pt-1fs --repeats 4 --iterations 42000 "
+    "--round 1000 --timestep 0.001 --hydrogen-mass 1.008 --friction 1 --seed 3000  (the --friction option came later; "
+    "1/ps was the fixed value then; 1.008 Da is the force field's hydrogen mass: true masses; seeds 3000 + repeat, run as "
+    "four processes `--repeats 1 --seed 300R` in runs/issue7b/pt-1fs-R; repeat 0 was stopped at 43000 iterations and the "
+    "analysis uses the 42000 that all reached), then python scripts/analyze_ala2_tempering.py "
+    "runs/issue7b/ala2-vacuum-pt-1fs <prefix> --discard 500 --block-length 1000 --thin 4 --n-bootstrap 100 --seed 0, "
+    "and the JSON renamed; its samples file is not shipped"
 )
 PT_RUN_2FS = (
     "python scripts/run_ala2_tempering.py ala2-vacuum runs/issue5/ala2-vacuum-pt --repeats 4 --iterations 12000 "
@@ -130,25 +139,32 @@ RECORDS = {
     ),
     "ala2-vacuum-pt.npz": dict(
         what="Parallel tempering of `ala2-vacuum` (openmmtools ReplicaExchangeSampler, swap-all), four independent repeats "
-        "of 42,000 iterations, 8 temperatures 300-1000 K (geometric). "
+        "of 33,000 iterations, 8 temperatures 300-1000 K (geometric). "
         "Arrays in state (temperature) order: `temperatures` (K), `potential_energy` (repeat, iteration, state; kJ/mol, float32), "
         "`phi`, `psi` (same shape, float32 radians), `steps_per_iteration`. Iteration 0 of each repeat is the start. "
-        "True masses, no constraints, 1 fs LangevinMiddleIntegrator, friction 1/ps, "
+        "True masses, no constraints, 1 fs LangevinMiddleIntegrator, friction 10/ps, "
         "velocities redrawn each iteration, 500 steps (0.5 ps) per iteration.",
-        command=PT_RUN, seed="3000, 3001, 3002, 3003 (one per repeat)", platform="Reference",
+        command=PT_RUN, seed="5000, 5001, 5002, 5003 (one per repeat)", platform="Reference",
     ),
     "ala2-vacuum-reference.json": dict(
         what="Reference dF = F(phi > 0) - F(phi < 0) at 300 K in kT, by MBAR over all temperatures and repeats, "
         "with its error (the larger of a block bootstrap within repeats and the standard error over repeats), "
         "the cost in energy evaluations, and all settings.",
-        command=PT_RUN, seed="simulation 3000-3003; bootstrap 0", platform="Reference",
+        command=PT_RUN, seed="simulation 5000-5003; bootstrap 0", platform="Reference",
+    ),
+    "ala2-vacuum-1fs-friction1-reference.json": dict(
+        what="The PREVIOUS reference, superseded and kept for the record: the same recipe and analysis with friction 1/ps "
+        "(four repeats of 42,000 iterations), 4.782 +- 0.066 kT. Every replica redraws its velocities at each iteration, "
+        "and at 1/ps that heats it: the 300 K replica's mean potential energy in phi < 0 was 0.25 kT above the bundled "
+        "plain MD, 7 standard errors (`tests/test_data.py::test_tempering_energies_agree_with_plain_md`, which it fails; "
+        "`benchmarks/langevin_velocity_refresh.py` compares the samplers).",
+        command=PT_RUN_FRICTION1, seed="simulation 3000-3003; bootstrap 0", platform="Reference",
     ),
     "ala2-vacuum-2fs-hmr-reference.json": dict(
-        what="The EARLIER reference, superseded and kept for the record: the same analysis of four repeats of 25,000 "
-        "iterations with 2 fs steps and hydrogens repartitioned to 4 Da (500 steps = 1 ps per iteration). It gave "
-        "4.419 +- 0.064 kT, about 0.4 kT below the 1 fs, true-mass runs, replica-exchange umbrella sampling "
-        "(ala2-vacuum-umbrella-reference.json) and exact MD + BG chains (README.md): integrator error in the hot "
-        "replicas of the unconstrained molecule, reaching 300 K through the exchanges, is the likely cause. "
+        what="An EARLIER reference, superseded and kept for the record: the same analysis of four repeats of 25,000 "
+        "iterations with 2 fs steps, hydrogens repartitioned to 4 Da and friction 1/ps (500 steps = 1 ps per "
+        "iteration). It gave 4.419 +- 0.064 kT, 0.36 kT below the 1 fs, 1/ps runs "
+        "(ala2-vacuum-1fs-friction1-reference.json): integrator error, carried down to 300 K by the exchanges. "
         "Compare with `python benchmarks/ala2_free_energy.py --reference-file data/ala2-vacuum-2fs-hmr-reference.json`.",
         command=PT_RUN_2FS, seed="simulation 2024-2027; bootstrap 0", platform="Reference",
     ),
@@ -199,16 +215,22 @@ def main() -> None:
             f"({record['n_repeats']} repeats x {record['iterations_per_repeat']} iterations x "
             f"{len(record['temperatures_K'])} replicas x ({steps} steps + 2), plus the initial swap matrices). "
             f"Time step {1000 * record['simulation']['timestep']:g} fs, "
-            + ("true masses." if record["simulation"].get("hydrogen_mass") in (None, 1.008) else
-               f"hydrogen mass {record['simulation']['hydrogen_mass']:g} Da."),
+            + ("true masses" if record["simulation"].get("hydrogen_mass") in (None, 1.008) else
+               f"hydrogen mass {record['simulation']['hydrogen_mass']:g} Da")
+            + f", friction {record['simulation'].get('friction', 1.0):g}/ps (1/ps where the settings do not record it).",
             "",
         ]
-        superseded = DATA / f"{system}-2fs-hmr-reference.json"
-        if superseded.exists():
-            old = json.loads(superseded.read_text())
+        earlier = [(DATA / f"{system}-{tag}-reference.json", what) for tag, what in (
+            ("1fs-friction1", "the same recipe with friction 1/ps, whose velocity redraws heated the replicas"),
+            ("2fs-hmr", "2 fs steps, 4 Da hydrogens and friction 1/ps"),
+        )]
+        earlier = [(path, what) for path, what in earlier if path.exists()]
+        if earlier:
             lines += [
-                f"It replaces an earlier reference with 2 fs steps and 4 Da hydrogens, {old['delta_f_kT']:.3f} +- "
-                f"{old['error_kT']:.3f} kT (`{superseded.name}`, kept for the record; see its entry below).",
+                "It replaces earlier references, kept for the record (see their entries below): "
+                + "; ".join(f"{what}, {json.loads(path.read_text())['delta_f_kT']:.3f} +- "
+                            f"{json.loads(path.read_text())['error_kT']:.3f} kT (`{path.name}`)" for path, what in earlier)
+                + ".",
                 "",
             ]
     lines += ["## Files", ""]

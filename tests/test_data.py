@@ -224,6 +224,16 @@ def test_simulate_command_md_and_tempering(tmp_path, ala2, capsys):
     assert simulate.run(_parse(["ala2-vacuum", "-o", str(pt1), "--frames", "2", "--steps-per-frame", "10",
                                 "--temperatures", "300", "450", "--no-progress"])) == 0
     assert "caution" not in capsys.readouterr().err
+    from openmm import unit
+    from openmmtools.multistate import MultiStateReporter
+
+    reporter = MultiStateReporter(str(pt1.with_suffix(".nc")), open_mode="r")
+    try:
+        moves = reporter.read_mcmc_moves()
+    finally:
+        reporter.close()
+    # replicas redraw velocities every iteration: the tempering default friction is 10/ps (SeededLangevinMove)
+    assert {m.collision_rate.value_in_unit(unit.picosecond**-1) for m in moves} == {10.0}
     with pytest.raises(ValueError, match="must end in .dcd or .xtc, got md.nc"):
         simulate.run(_parse(["ala2-vacuum", "-o", str(tmp_path / "md.nc")]))
     with pytest.raises(ValueError, match="unknown system 'nope'"):
@@ -358,6 +368,42 @@ def test_tempering_populations_agree_with_plain_md(ala2):
         assert z < NSIGMA_CUTOFF, f"{name}: MD {p_md:.4f} +- {e_md:.4f}, PT {p_pt:.4f} +- {e_pt:.4f}"
         compared += 1
     assert compared >= 2
+
+
+def test_tempering_energies_agree_with_plain_md(ala2):
+    """Mean potential energy in phi < 0 at 300 K: the PT's cold replica vs the bundled plain MD.
+
+    A sampler that heats the molecule shows here before it shows in populations: a PT run
+    that redrew velocities every 0.5 ps at a friction of 1/ps came out 0.25 kT above plain
+    MD, 7 standard errors (benchmarks/langevin_velocity_refresh.py).
+    """
+    import torch
+
+    from openmm_bg.data import bundled_path
+    from openmm_bg.energies import OpenMMEnergy
+
+    energy = OpenMMEnergy(ala2.system, ala2.temperature, platform="Reference")
+    means, errors = [], []
+    for name in ("ala2-vacuum-300K-c7eq.dcd", "ala2-vacuum-300K-c7eq-2.dcd", "ala2-vacuum-300K-md.dcd"):
+        xyz = md.load(str(bundled_path(name)), top=str(bundled_path("ala2-vacuum-300K-md.pdb"))).xyz.astype(np.float64)
+        u = energy(torch.from_numpy(xyz.reshape(len(xyz), -1))).numpy()
+        a = ala2.collective_variables["phi"](xyz) < 0
+        mean, error = block_average(u[a], n_blocks=20)
+        means.append(mean)
+        errors.append(error)
+    w = 1.0 / np.square(errors)
+    u_md, e_md = float(np.sum(w * means) / np.sum(w)), float(1.0 / np.sqrt(np.sum(w)))
+
+    samples = load_tempering_samples("ala2-vacuum")
+    discard = load_reference("ala2-vacuum")["discarded_iterations_per_repeat"]
+    u_pt = samples["potential_energy"][:, discard:, 0].astype(np.float64) / (MOLAR_GAS_CONSTANT * samples["temperatures"][0])
+    a_pt = samples["phi"][:, discard:, 0] < 0
+    per_repeat = np.array([u_pt[r][a_pt[r]].mean() for r in range(len(u_pt))])
+    u_tempering, e_tempering = per_repeat.mean(), per_repeat.std(ddof=1) / np.sqrt(len(per_repeat))
+    z = abs(u_md - u_tempering) / np.hypot(e_md, e_tempering)
+    print(f"<u | phi < 0>: plain MD {u_md:.3f} +- {e_md:.3f} kT (runs {np.round(means, 3)}), "
+          f"PT 300 K {u_tempering:.3f} +- {e_tempering:.3f} kT, z = {z:.1f}")
+    assert z < NSIGMA_CUTOFF, f"plain MD {u_md:.3f} +- {e_md:.3f} kT, PT at 300 K {u_tempering:.3f} +- {e_tempering:.3f} kT"
 
 
 def test_c7ax_basin_restraint_is_zero_inside_and_matches_its_formula_outside(ala2):
