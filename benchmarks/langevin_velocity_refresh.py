@@ -39,9 +39,9 @@ import numpy as np
 import openmm
 import openmm.unit as unit
 
-from openmm_bg.data import bundled_path, load_reference, load_tempering_samples
+from openmm_bg.data import bundled_path, load_reference, load_tempering_samples, load_trajectory
 from openmm_bg.data.moves import SeededLangevinMove, derive_seed
-from openmm_bg.data.reference import MOLAR_GAS_CONSTANT, block_average
+from openmm_bg.data.reference import MOLAR_GAS_CONSTANT, block_average, cold_replica_mean_energy
 from openmm_bg.energies import OpenMMEnergy
 from openmm_bg.systems import get_system
 
@@ -103,23 +103,20 @@ def run_ghmc(mol, segments: int, seed: int) -> tuple[np.ndarray, np.ndarray, flo
 
 def bundled_rows(mol) -> list[tuple[str, float, float, str]]:
     """``<u | phi < 0>`` of the bundled 300 K MD (recomputed) and of the PT's 300 K replica."""
-    import mdtraj
     import torch
 
     rows = []
     energy = OpenMMEnergy(mol.system, mol.temperature, platform="Reference")
     for name in ("ala2-vacuum-300K-c7eq.dcd", "ala2-vacuum-300K-c7eq-2.dcd", "ala2-vacuum-300K-md.dcd"):
-        xyz = mdtraj.load(str(bundled_path(name)), top=str(bundled_path("ala2-vacuum-300K-md.pdb"))).xyz.astype(np.float64)
+        xyz = load_trajectory(bundled_path(name), mol.topology, trajectory_topology=bundled_path("ala2-vacuum-300K-md.pdb"))
+        xyz = xyz.astype(np.float64)
         x = torch.from_numpy(xyz.reshape(len(xyz), -1))
         u = np.concatenate([energy(x[i : i + 5000]).numpy() for i in range(0, len(x), 5000)])
         a = mol.collective_variables["phi"](xyz) < 0
         rows.append((f"bundled MD {name}", *block_average(u[a], N_BLOCKS), f"{int(a.sum())} frames, carried 1/ps"))
-    samples = load_tempering_samples("ala2-vacuum")
     reference = load_reference("ala2-vacuum")
-    discard = reference["discarded_iterations_per_repeat"]
-    u_pt = samples["potential_energy"][:, discard:, 0].astype(np.float64) / (MOLAR_GAS_CONSTANT * samples["temperatures"][0])
-    a_pt = samples["phi"][:, discard:, 0] < 0
-    per_repeat = np.array([u_pt[r][a_pt[r]].mean() for r in range(len(u_pt))])
+    per_repeat = cold_replica_mean_energy(load_tempering_samples("ala2-vacuum"), lambda s: s["phi"][:, :, 0] < 0,
+                                          reference["discarded_iterations_per_repeat"])
     friction = reference.get("simulation", {}).get("friction", 1.0)
     rows.append((
         "bundled PT, 300 K replica", float(per_repeat.mean()), float(per_repeat.std(ddof=1) / math.sqrt(len(per_repeat))),

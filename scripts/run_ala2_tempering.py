@@ -18,7 +18,7 @@ Example (the ala2-vacuum reference; its four repeats were run as four processes,
 time, with ``--repeats 1 --seed 5000+r`` in separate folders, which gives the same repeats)::
 
     nice -n 5 python scripts/run_ala2_tempering.py ala2-vacuum runs/ala2-vacuum-pt-g10 \
-        --repeats 4 --iterations 42000 --round 1000 --seed 5000
+        --repeats 4 --iterations 33000 --round 1000 --seed 5000
 """
 
 from __future__ import annotations

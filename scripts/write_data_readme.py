@@ -224,12 +224,12 @@ def main() -> None:
             ("1fs-friction1", "the same recipe with friction 1/ps, whose velocity redraws heated the replicas"),
             ("2fs-hmr", "2 fs steps, 4 Da hydrogens and friction 1/ps"),
         )]
-        earlier = [(path, what) for path, what in earlier if path.exists()]
+        earlier = [(path, what, json.loads(path.read_text())) for path, what in earlier if path.exists()]
         if earlier:
             lines += [
                 "It replaces earlier references, kept for the record (see their entries below): "
-                + "; ".join(f"{what}, {json.loads(path.read_text())['delta_f_kT']:.3f} +- "
-                            f"{json.loads(path.read_text())['error_kT']:.3f} kT (`{path.name}`)" for path, what in earlier)
+                + "; ".join(f"{what}, {old['delta_f_kT']:.3f} +- {old['error_kT']:.3f} kT (`{path.name}`)"
+                            for path, what, old in earlier)
                 + ".",
                 "",
             ]

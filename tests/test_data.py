@@ -380,12 +380,14 @@ def test_tempering_energies_agree_with_plain_md(ala2):
     import torch
 
     from openmm_bg.data import bundled_path
+    from openmm_bg.data.reference import cold_replica_mean_energy
     from openmm_bg.energies import OpenMMEnergy
 
     energy = OpenMMEnergy(ala2.system, ala2.temperature, platform="Reference")
     means, errors = [], []
     for name in ("ala2-vacuum-300K-c7eq.dcd", "ala2-vacuum-300K-c7eq-2.dcd", "ala2-vacuum-300K-md.dcd"):
-        xyz = md.load(str(bundled_path(name)), top=str(bundled_path("ala2-vacuum-300K-md.pdb"))).xyz.astype(np.float64)
+        xyz = load_trajectory(bundled_path(name), ala2.topology, trajectory_topology=bundled_path("ala2-vacuum-300K-md.pdb"))
+        xyz = xyz.astype(np.float64)
         u = energy(torch.from_numpy(xyz.reshape(len(xyz), -1))).numpy()
         a = ala2.collective_variables["phi"](xyz) < 0
         mean, error = block_average(u[a], n_blocks=20)
@@ -394,16 +396,31 @@ def test_tempering_energies_agree_with_plain_md(ala2):
     w = 1.0 / np.square(errors)
     u_md, e_md = float(np.sum(w * means) / np.sum(w)), float(1.0 / np.sqrt(np.sum(w)))
 
-    samples = load_tempering_samples("ala2-vacuum")
     discard = load_reference("ala2-vacuum")["discarded_iterations_per_repeat"]
-    u_pt = samples["potential_energy"][:, discard:, 0].astype(np.float64) / (MOLAR_GAS_CONSTANT * samples["temperatures"][0])
-    a_pt = samples["phi"][:, discard:, 0] < 0
-    per_repeat = np.array([u_pt[r][a_pt[r]].mean() for r in range(len(u_pt))])
+    per_repeat = cold_replica_mean_energy(load_tempering_samples("ala2-vacuum"), lambda s: s["phi"][:, :, 0] < 0, discard)
     u_tempering, e_tempering = per_repeat.mean(), per_repeat.std(ddof=1) / np.sqrt(len(per_repeat))
     z = abs(u_md - u_tempering) / np.hypot(e_md, e_tempering)
     print(f"<u | phi < 0>: plain MD {u_md:.3f} +- {e_md:.3f} kT (runs {np.round(means, 3)}), "
           f"PT 300 K {u_tempering:.3f} +- {e_tempering:.3f} kT, z = {z:.1f}")
     assert z < NSIGMA_CUTOFF, f"plain MD {u_md:.3f} +- {e_md:.3f} kT, PT at 300 K {u_tempering:.3f} +- {e_tempering:.3f} kT"
+
+
+def test_cold_replica_mean_energy_against_a_direct_mean_and_bad_input():
+    from openmm_bg.data.reference import cold_replica_mean_energy
+
+    rng = np.random.default_rng(5)
+    temperatures = np.array([300.0, 400.0])
+    samples = {"temperatures": temperatures, "potential_energy": rng.normal(-40.0, 5.0, (2, 30, 2)),
+               "phi": rng.uniform(-np.pi, np.pi, (2, 30, 2))}
+    got = cold_replica_mean_energy(samples, lambda s: s["phi"][:, :, 0] < 0, discard=10)
+    kT = MOLAR_GAS_CONSTANT * 300.0
+    for r in range(2):
+        keep = samples["phi"][r, 10:, 0] < 0
+        assert got[r] == pytest.approx(samples["potential_energy"][r, 10:, 0][keep].mean() / kT, rel=1e-12)
+    with pytest.raises(ValueError, match=r"shape \(2, 30\)"):
+        cold_replica_mean_energy(samples, lambda s: s["phi"][:, :, 0].ravel() < 0)
+    with pytest.raises(ValueError, match="no kept iteration in the state"):
+        cold_replica_mean_energy(samples, lambda s: s["phi"][:, :, 0] > 10.0)
 
 
 def test_c7ax_basin_restraint_is_zero_inside_and_matches_its_formula_outside(ala2):

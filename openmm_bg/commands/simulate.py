@@ -103,13 +103,14 @@ def run(args: argparse.Namespace) -> int:
         system = repartition_hydrogen_mass(system, mol.openmm_topology, args.hydrogen_mass)
     platform = args.platform or mol.platform
     progress = not args.no_progress
+    # without --friction, run_md and run_parallel_tempering keep their own defaults (1/ps and 10/ps)
+    friction = {} if args.friction is None else {"collision_rate": args.friction}
 
     if not args.temperatures:
         run_md(
             system, mol.topology, mol.positions, args.output, args.frames,
             temperature=args.temperature or mol.temperature, steps_per_frame=args.steps_per_frame,
-            timestep=args.timestep, collision_rate=1.0 if args.friction is None else args.friction, platform=platform,
-            box_vectors=mol.box_vectors,
+            timestep=args.timestep, platform=platform, box_vectors=mol.box_vectors, **friction,
             equilibration_steps=args.equilibration_steps, seed=args.seed, checkpoint_every=args.checkpoint_every,
             progress=progress,
         )
@@ -129,8 +130,7 @@ def run(args: argparse.Namespace) -> int:
     storage = args.output.with_suffix(".nc")
     run_parallel_tempering(
         system, mol.positions, args.temperatures, storage, args.frames, steps_per_iteration=args.steps_per_frame,
-        timestep=args.timestep, collision_rate=10.0 if args.friction is None else args.friction, platform=platform,
-        seed=args.seed, progress=progress,
+        timestep=args.timestep, platform=platform, seed=args.seed, progress=progress, **friction,
     )
     data = read_parallel_tempering(storage)
     lowest = data.by_state(data.positions)[:, 0]

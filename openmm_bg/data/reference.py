@@ -21,6 +21,7 @@ __all__ = [
     "TemperingFreeEnergy",
     "tempering_free_energy_difference",
     "block_average",
+    "cold_replica_mean_energy",
 ]
 
 #: R in kJ/(mol K), as in openmm.unit (CODATA 2018).
@@ -225,3 +226,33 @@ def block_average(values: np.ndarray, n_blocks: int = 10) -> tuple[float, float]
     size = len(values) // n_blocks
     means = values[: size * n_blocks].reshape(n_blocks, size).mean(axis=1)
     return float(values.mean()), float(means.std(ddof=1) / np.sqrt(n_blocks))
+
+
+def cold_replica_mean_energy(samples: dict, in_state, discard: int = 0) -> np.ndarray:
+    """Mean reduced potential energy of the lowest-temperature replica within a state, per repeat.
+
+    Parameters
+    ----------
+    samples : dict
+        Tempering samples in state order, as :func:`openmm_bg.data.load_tempering_samples`
+        returns them (``potential_energy`` in kJ/mol, ``temperatures`` in K, and the
+        collective variables ``in_state`` reads).
+    in_state : callable
+        ``in_state(samples)`` -> boolean array of shape (n_repeats, n_iterations) for the
+        lowest temperature, e.g. ``lambda s: s["phi"][:, :, 0] < 0``.
+    discard : int
+        Leading iterations of each repeat left out (equilibration).
+
+    Returns
+    -------
+    ndarray, shape (n_repeats,)
+        ``<U / kT>`` at the lowest temperature over the kept iterations in the state.
+    """
+    u = samples["potential_energy"][:, discard:, 0].astype(np.float64) / (MOLAR_GAS_CONSTANT * samples["temperatures"][0])
+    inside = np.asarray(in_state(samples), dtype=bool)
+    if inside.shape != samples["potential_energy"].shape[:2]:
+        raise ValueError(f"in_state must give shape {samples['potential_energy'].shape[:2]} (repeat, iteration), got {inside.shape}")
+    inside = inside[:, discard:]
+    if not inside.any(axis=1).all():
+        raise ValueError("a repeat has no kept iteration in the state; its mean energy is undefined")
+    return np.array([u[r][inside[r]].mean() for r in range(len(u))])
