@@ -2,11 +2,13 @@ from setuptools import find_packages, setup
 
 setup(
     name="openmm_bg",
-    version="0.1.0",
+    version="0.2.0",
     description="Boltzmann generators for OpenMM: training, one-shot sampling, free energies and openmmtools MCMC moves",
     long_description=open("README.md").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["openmm_bg", "openmm_bg.*"]),
+    # the bundled trajectories, references and structures (provenance in openmm_bg/data/README.md)
+    package_data={"openmm_bg": ["data/*"]},
     python_requires=">=3.10",
     # torch is pinned by the install instructions (torch==2.13.0 first, CPU build); the range here
     # is satisfied by it so pip never replaces it with a CUDA build.

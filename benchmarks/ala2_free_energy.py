@@ -1,6 +1,6 @@
 """What dF of alanine dipeptide costs: a Boltzmann generator at growing budgets vs plain MD.
 
-Part (a), accuracy against budget.  ``openmm_bg.pipeline.run_demo`` (the ``openmm-bg demo``
+Part (a), accuracy against budget.  ``openmm_bg.recipes.demo.run_demo`` (the ``openmm-bg demo``
 recipe: train on the bundled MD from both phi basins, sample, reweight) runs once per
 training budget in ``--ml-iterations`` (with ``--kl-iterations``, once per pair of ML and
 KL-stage budgets); all other settings are the ``DemoSettings``
@@ -21,7 +21,7 @@ twice its bootstrap error of the reference is set beside the MD that plain, unbi
 needs for the same accuracy, and their ratio is printed with and without the MD steps
 that made the generator's training data (``md_steps`` of ``DemoSettings.training_data``).
 
-How the plain-MD cost is estimated from the bundled data (``benchmarks/_two_state.py``):
+How the plain-MD cost is estimated from the bundled data (:mod:`benchmarks.two_state`):
 
 1. phi (``mdtraj.compute_phi``) of the bundled 300 K runs, read as a two-state process with
    cores A (phi < 0 state: phi <= -0.5 or phi >= 2.8 rad, the beta basin wraps past +-pi)
@@ -42,11 +42,11 @@ How the plain-MD cost is estimated from the bundled data (``benchmarks/_two_stat
 
 Run from the repository root::
 
-    nice -n 10 python benchmarks/ala2_free_energy.py                # about 15 min on 2 cores
-    nice -n 10 python benchmarks/ala2_free_energy.py --quick        # well under a minute: a smoke test
-    nice -n 10 python benchmarks/ala2_free_energy.py --ml-iterations 500 2000 --workdir runs/issue7/cost
-    nice -n 10 python benchmarks/ala2_free_energy.py --ml-iterations 2000 --kl-iterations 300 3000
-    nice -n 10 python benchmarks/ala2_free_energy.py --reference-file data/ala2-vacuum-umbrella-reference.json
+    nice -n 10 python -m benchmarks.ala2_free_energy                # about 15 min on 2 cores
+    nice -n 10 python -m benchmarks.ala2_free_energy --quick        # well under a minute: a smoke test
+    nice -n 10 python -m benchmarks.ala2_free_energy --ml-iterations 500 2000 --workdir runs/issue7/cost
+    nice -n 10 python -m benchmarks.ala2_free_energy --ml-iterations 2000 --kl-iterations 300 3000
+    nice -n 10 python -m benchmarks.ala2_free_energy --reference-file data/ala2-vacuum-umbrella-reference.json
 """
 
 from __future__ import annotations
@@ -62,10 +62,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _two_state  # noqa: E402  (benchmarks/_two_state.py)
+from benchmarks import two_state as _two_state
 
-from openmm_bg.pipeline import OUTPUT_FILES, DemoSettings, run_demo  # noqa: E402
+from openmm_bg.recipes.demo import OUTPUT_FILES, DemoSettings, run_demo
 
 __all__ = ["TARGET_DEVIATION", "TARGET_SIGMA", "load_reference_file", "reference_sign", "run_budgets", "budget_row", "smallest_accurate", "main"]
 
@@ -103,8 +102,8 @@ def load_reference_file(path: str | Path, temperature: float | None = None) -> d
 
 def reference_sign(system: str, state_a: str, state_b: str) -> float | None:
     """+1 when F(B) - F(A) is F(phi > 0) - F(phi < 0), -1 when reversed, None for other states."""
-    from openmm_bg.data import load_reference
-    from openmm_bg.states import bundled_reference
+    from openmm_bg.reference.bundled import load_reference
+    from openmm_bg.molecules.states import bundled_reference
 
     signed = bundled_reference(system, state_a, state_b)
     if signed is None:
@@ -291,7 +290,7 @@ def main(args: argparse.Namespace) -> dict:
     base = DemoSettings.quick() if args.quick else DemoSettings()
     if args.config is not None:
         base = DemoSettings.from_yaml(args.config, base)
-    from openmm_bg.systems import get_system
+    from openmm_bg.molecules.systems import get_system
 
     molecule = get_system(base.system)
     raw = load_reference_file(args.reference_file, molecule.temperature)

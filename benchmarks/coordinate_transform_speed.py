@@ -14,7 +14,7 @@ and float64, and the ratio transform / RealNVP.
 
 Run::
 
-    nice -n 19 python benchmarks/coordinate_transform_speed.py [--batch 10000] [--repeats 5] [--threads 1]
+    nice -n 19 python -m benchmarks.coordinate_transform_speed [--batch 10000] [--repeats 5] [--threads 1]
 """
 
 from __future__ import annotations

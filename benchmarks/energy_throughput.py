@@ -17,7 +17,7 @@ large system) that backs the automatic platform choice.
 
 Run from the repository root::
 
-    nice -n 19 python benchmarks/energy_throughput.py [--batch 1000] [--repeats 5]
+    nice -n 19 python -m benchmarks.energy_throughput [--batch 1000] [--repeats 5]
 """
 
 from __future__ import annotations

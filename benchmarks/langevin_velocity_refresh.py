@@ -1,7 +1,7 @@
 """Does redrawing velocities every iteration bias Langevin sampling?  ala2-vacuum at 300 K.
 
-Parallel tempering (``openmm_bg.data.run_parallel_tempering``) runs each replica as
-:class:`~openmm_bg.data.moves.SeededLangevinMove` segments that start by redrawing
+Parallel tempering (``openmm_bg.simulation.run_parallel_tempering``) runs each replica as
+:class:`~openmm_bg.simulation.langevin.SeededLangevinMove` segments that start by redrawing
 Maxwell-Boltzmann velocities.  For exact dynamics that is a Gibbs step; for a
 discretised integrator it is not quite one.  This benchmark measures the effect on the
 mean reduced potential energy ``<u>`` of the phi < 0 state, a quantity every correct
@@ -23,8 +23,8 @@ difference from GHMC in kT and in combined standard errors.
 
 Run from the repository root (about 8 minutes on one core)::
 
-    nice -n 5 python benchmarks/langevin_velocity_refresh.py
-    nice -n 5 python benchmarks/langevin_velocity_refresh.py --segments 2000     # a quick look
+    nice -n 5 python -m benchmarks.langevin_velocity_refresh
+    nice -n 5 python -m benchmarks.langevin_velocity_refresh --segments 2000     # a quick look
 """
 
 from __future__ import annotations
@@ -39,11 +39,13 @@ import numpy as np
 import openmm
 import openmm.unit as unit
 
-from openmm_bg.data import bundled_path, load_reference, load_tempering_samples, load_trajectory
-from openmm_bg.data.moves import SeededLangevinMove, derive_seed
-from openmm_bg.data.reference import MOLAR_GAS_CONSTANT, block_average, cold_replica_mean_energy
+from openmm_bg.reference.bundled import bundled_path, load_reference, load_tempering_samples
+from openmm_bg.molecules.trajectories import load_trajectory
+from openmm_bg.simulation.langevin import SeededLangevinMove, derive_seed
+from openmm_bg.units import MOLAR_GAS_CONSTANT
+from openmm_bg.reference.estimates import block_average, cold_replica_mean_energy
 from openmm_bg.energies import OpenMMEnergy
-from openmm_bg.systems import get_system
+from openmm_bg.molecules.systems import get_system
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = 500

@@ -14,7 +14,7 @@ potential the move evaluates once per application).  Each arm stops at the first
 cycle that reaches the budget, so both spend the budget to within one cycle.
 
 **Transitions** are counted on phi (radians) recorded after every cycle, with a
-dead zone so that barrier recrossings are not counted twice (``benchmarks/_two_state.py``).
+dead zone so that barrier recrossings are not counted twice (:mod:`benchmarks.two_state`).
 The cores are
 
 * phi < 0 state: ``phi <= -0.5`` or ``phi >= 2.8`` (the beta basin wraps past +-pi);
@@ -24,7 +24,7 @@ a transition is an entry into one core when the last core visited was the other.
 
 **The generator** is ``--generator PATH``, a ``generator.pt`` written by ``openmm-bg demo``
 or ``openmm-bg train``.  Without it the script trains one with
-``openmm_bg.pipeline.run_demo`` (the demo's recipe: ``DemoSettings`` defaults, or
+``openmm_bg.recipes.demo.run_demo`` (the demo's recipe: ``DemoSettings`` defaults, or
 ``--config DEMO.yaml``, on the bundled MD from both phi basins) in ``--workdir`` (default
 a temporary folder), and prints what that cost.  The generator's training cost (the MD
 that made its data, and its training energies) is printed separately and is not part of
@@ -40,11 +40,11 @@ reference dF): in equilibrium MD makes ``2 P_A k_AB`` transitions per ns, that i
 
 Run from the repository root::
 
-    nice -n 19 python benchmarks/mixing.py                                  # trains the demo generator first
-    nice -n 19 python benchmarks/mixing.py --generator openmm-bg-demo/generator.pt
-    nice -n 19 python benchmarks/mixing.py --generator G.pt --md-budget 20000000   # more MD statistics (rates are per 10^6)
-    nice -n 19 python benchmarks/mixing.py --generator G.pt --budget 5000000       # longer runs of both arms
-    openmm-bg demo --quick --output /tmp/q && python benchmarks/mixing.py --generator /tmp/q/generator.pt --budget 20000 --md-budget 20000   # smoke test
+    nice -n 19 python -m benchmarks.mixing                                  # trains the demo generator first
+    nice -n 19 python -m benchmarks.mixing --generator openmm-bg-demo/generator.pt
+    nice -n 19 python -m benchmarks.mixing --generator G.pt --md-budget 20000000   # more MD statistics (rates are per 10^6)
+    nice -n 19 python -m benchmarks.mixing --generator G.pt --budget 5000000       # longer runs of both arms
+    openmm-bg demo --quick --output /tmp/q && python -m benchmarks.mixing --generator /tmp/q/generator.pt --budget 20000 --md-budget 20000   # smoke test
 """
 
 from __future__ import annotations
@@ -61,17 +61,17 @@ import openmm.unit as unit
 import torch
 from openmmtools import cache, mcmc, states
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _two_state import NEGATIVE_CORE, POSITIVE_CORE, core_labels, count_transitions, md_cost_estimate, poisson_interval  # noqa: E402
+from benchmarks.two_state import NEGATIVE_CORE, POSITIVE_CORE, core_labels, count_transitions, md_cost_estimate, poisson_interval
 
-from openmm_bg.data.bundled import load_bundled_trajectory  # noqa: E402
-from openmm_bg.data.moves import SeededLangevinMove  # noqa: E402
+from openmm_bg.molecules import load_bundled_trajectory
+from openmm_bg.simulation.langevin import SeededLangevinMove
 from openmm_bg.energies import OpenMMEnergy  # noqa: E402
-from openmm_bg.generator import BoltzmannGenerator, load_generator, read_torch_file  # noqa: E402
+from openmm_bg.generator.checkpoints import load_generator, read_torch_file
+from openmm_bg.generator.model import BoltzmannGenerator
 from openmm_bg.moves import BoltzmannGeneratorMove  # noqa: E402
-from openmm_bg.pipeline import DemoSettings, run_demo  # noqa: E402
-from openmm_bg.reweighting import kish_ess  # noqa: E402
-from openmm_bg.systems import MolecularSystem, get_system  # noqa: E402
+from openmm_bg.recipes.demo import DemoSettings, run_demo
+from openmm_bg.analysis.reweighting import kish_ess
+from openmm_bg.molecules.systems import MolecularSystem, get_system
 
 __all__ = ["NEGATIVE_CORE", "POSITIVE_CORE", "core_labels", "count_transitions", "train_demo_generator", "checkpoint_cost",
            "predicted_md_rate", "run_arm", "main"]
@@ -217,7 +217,6 @@ def _rate_range(n: int, evaluations: int) -> tuple[float, float]:
 
 def main(args: argparse.Namespace) -> dict:
     """Load (or train) the generator, run both arms, print the comparison; return the figures."""
-    torch.manual_seed(args.seed)
     # two cores shared with other jobs: a second torch thread only adds contention (measured 36 ms vs 600 ms per BG cycle)
     torch.set_num_threads(1)
     molecule = get_system("ala2-vacuum")
@@ -281,7 +280,7 @@ def main(args: argparse.Namespace) -> dict:
               f"3 / budget = {md_high:.3g} per 1e6 (95 % Poisson upper bound): at least {lower:,.1f} x")
     print(f"  target >= {target:g} x: {'met' if lower >= target else 'not shown'} by the measured lower bound")
 
-    from openmm_bg.data import load_reference
+    from openmm_bg.reference.bundled import load_reference
 
     delta_f = float(load_reference("ala2-vacuum")["delta_f_kT"])
     predicted = predicted_md_rate(delta_f)

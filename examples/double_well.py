@@ -18,7 +18,7 @@ Run:  python examples/double_well.py [--quick] [--system mueller-brown] [--outpu
 import argparse
 from pathlib import Path
 
-from openmm_bg.toy_demo import TOY_SYSTEMS, ToyDemoSettings, plot_toy_demo, run_toy_demo
+from openmm_bg.recipes.toy import TOY_SYSTEMS, ToyDemoSettings, plot_toy_demo, run_toy_demo
 
 
 def main(argv=None):

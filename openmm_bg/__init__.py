@@ -9,17 +9,17 @@ The core objects::
 
 import importlib
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-# Loaded on first use: OpenMM worker processes import openmm_bg._openmm_worker, and an
+# Loaded on first use: OpenMM worker processes import openmm_bg.energies._worker, and an
 # eager import here would make each of them import torch for nothing.
 _LAZY = {
-    "BoltzmannGenerator": "generator",
-    "GeneratorSample": "generator",
-    "NormalPrior": "distributions",
-    "Schedule": "training",
-    "Trainer": "training",
-    "TrainingConfig": "training",
+    "BoltzmannGenerator": "generator.model",
+    "GeneratorSample": "generator.model",
+    "NormalPrior": "generator.prior",
+    "Schedule": "training.trainer",
+    "Trainer": "training.trainer",
+    "TrainingConfig": "training.trainer",
 }
 
 __all__ = [*_LAZY, "__version__"]

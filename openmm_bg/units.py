@@ -23,6 +23,7 @@ __all__ = [
     "MOLAR_GAS_CONSTANT",
     "as_kelvin",
     "kt_kjmol",
+    "kt_kcalmol",
     "positions_nm",
     "box_vectors_nm",
     "read_energy_forces",
@@ -80,6 +81,11 @@ def kt_kjmol(temperature: float | unit.Quantity) -> float:
     float, kJ/mol
     """
     return MOLAR_GAS_CONSTANT * as_kelvin(temperature)
+
+
+def kt_kcalmol(temperature: float | unit.Quantity) -> float:
+    """Thermal energy kT in kcal/mol at ``temperature`` (float in K, or a Quantity)."""
+    return kt_kjmol(temperature) / 4.184
 
 
 def positions_nm(positions: Any) -> np.ndarray:

@@ -16,7 +16,7 @@ Two comparisons, printed as tables:
    the estimate, the generator under-samples configurations of high weight, and its
    reweighted free energy of that state is too high.
 3. **BAR per state, generator against tempering configurations.**  For each state S,
-   :func:`openmm_bg.free_energy.bar` between the generator restricted to S (normalisation
+   :func:`openmm_bg.analysis.free_energy.bar` between the generator restricted to S (normalisation
    Q_S, the fraction of its samples in S) and the Boltzmann distribution restricted to S
    (the tempering's 300 K configurations in S) gives ``ln Z_S``; then
    ``dF = ln Z_A - ln Z_B``.  It uses the tempering run's configurations within each state but
@@ -75,8 +75,8 @@ def main(argv=None) -> None:
     import mdtraj as md
     import torch
 
-    from openmm_bg.commands.sample import load_checkpoint, load_samples
-    from openmm_bg.systems import DATA_DIR
+    from openmm_bg.sampling.samples import load_checkpoint, load_samples
+    from openmm_bg.reference import DATA_DIR
 
     torch.set_num_threads(1)
     samples, topology = load_samples(args.samples)
@@ -119,7 +119,7 @@ def main(argv=None) -> None:
                   f"{w[mine > threshold].sum() / w.sum():21.3f}")
         print(f"{name:>6s}   ({int(state_pt.sum())} tempering configurations; largest log w: tempering {log_w_pt[state_pt].max():.2f}, generator {mine.max():.2f})")
 
-    from openmm_bg.free_energy import bar
+    from openmm_bg.analysis.free_energy import bar
 
     finite = np.isfinite(samples.log_weight)
     print("\n3. ln Z of each state: BAR (generator samples in S vs tempering configurations in S) and reweighting alone")

@@ -98,9 +98,9 @@ def _setup(hydrogen_mass):
     import mdtraj as md
     import openmm
 
-    from openmm_bg.collective_variables import backbone_dihedral_indices
-    from openmm_bg.data import repartition_hydrogen_mass
-    from openmm_bg.systems import get_system
+    from openmm_bg.molecules.collective_variables import backbone_dihedral_indices
+    from openmm_bg.simulation.langevin import repartition_hydrogen_mass
+    from openmm_bg.molecules.systems import get_system
 
     mol = get_system("ala2-vacuum")
     system = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(mol.system))

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from openmm_bg.data import TemperingData, energy_evaluations, read_parallel_tempering
-from openmm_bg.data.reference import MOLAR_GAS_CONSTANT, tempering_free_energy_difference
-from openmm_bg.systems import get_system
+from openmm_bg.simulation.tempering import TemperingData, energy_evaluations, read_parallel_tempering
+from openmm_bg.units import MOLAR_GAS_CONSTANT
+from openmm_bg.reference.estimates import tempering_free_energy_difference
+from openmm_bg.molecules.systems import get_system
 
 
 def condense(folder: Path, system_name: str) -> dict:

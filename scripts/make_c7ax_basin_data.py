@@ -12,7 +12,7 @@ window the frames sample the unbiased Boltzmann distribution of ala2-vacuum; V o
 the trajectory back at the barriers.  Training data need not be unbiased anyway: the
 generator's importance weights use the unbiased energy alone.
 
-The MD is :func:`openmm_bg.data.run_md` (LangevinMiddleIntegrator, resumable) on the
+The MD is :func:`openmm_bg.simulation.run_md` (LangevinMiddleIntegrator, resumable) on the
 restrained system, started from ``data/ala2-vacuum-c7ax-start.pdb``.
 
     OPENMM_CPU_THREADS=1 python scripts/make_c7ax_basin_data.py runs/issue7b/ala2-c7ax-basin.dcd
@@ -28,9 +28,10 @@ import mdtraj as md
 import numpy as np
 import openmm
 
-from openmm_bg.collective_variables import backbone_dihedral_indices
-from openmm_bg.data import run_md
-from openmm_bg.systems import DATA_DIR, get_system
+from openmm_bg.molecules.collective_variables import backbone_dihedral_indices
+from openmm_bg.simulation.dynamics import run_md
+from openmm_bg.molecules.systems import get_system
+from openmm_bg.reference import DATA_DIR
 
 
 def restrained_system(system: openmm.System, phi_indices, centre: float, half_width: float, k: float) -> openmm.System:

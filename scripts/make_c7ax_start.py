@@ -1,7 +1,8 @@
 """Write a C7ax (phi > 0) starting structure of ala2-vacuum for MD in the phi > 0 basin.
 
-Plain MD at 300 K almost never crosses into phi > 0 (issue 5), so the training data of
-that basin start from a structure placed there: the bundled C7eq structure is pulled to
+Plain MD at 300 K almost never crosses into phi > 0 (20 ns crossed phi = 0 about 12
+times, each for about a picosecond), so the training data of that basin start from a
+structure placed there: the bundled C7eq structure is pulled to
 phi = +75 deg, psi = -65 deg by harmonic-cosine torsion restraints (energy minimisation,
 then 20 ps of restrained Langevin MD at 300 K), then released, minimised without the
 restraints and written as a PDB.  The MD that follows starts from it.
@@ -17,8 +18,8 @@ import numpy as np
 import openmm
 from openmm import unit
 
-from openmm_bg.collective_variables import backbone_dihedral_indices
-from openmm_bg.systems import get_system
+from openmm_bg.molecules.collective_variables import backbone_dihedral_indices
+from openmm_bg.molecules.systems import get_system
 
 
 def main(argv=None):

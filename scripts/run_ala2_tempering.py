@@ -30,8 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from openmm_bg.data import repartition_hydrogen_mass, run_parallel_tempering
-from openmm_bg.systems import get_system
+from openmm_bg.simulation.langevin import repartition_hydrogen_mass
+from openmm_bg.simulation.tempering import run_parallel_tempering
+from openmm_bg.molecules.systems import get_system
 
 
 def main() -> None:

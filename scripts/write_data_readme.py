@@ -165,7 +165,7 @@ RECORDS = {
         "iterations with 2 fs steps, hydrogens repartitioned to 4 Da and friction 1/ps (500 steps = 1 ps per "
         "iteration). It gave 4.419 +- 0.064 kT, 0.36 kT below the 1 fs, 1/ps runs "
         "(ala2-vacuum-1fs-friction1-reference.json): integrator error, carried down to 300 K by the exchanges. "
-        "Compare with `python benchmarks/ala2_free_energy.py --reference-file data/ala2-vacuum-2fs-hmr-reference.json`.",
+        "Compare with `python -m benchmarks.ala2_free_energy --reference-file data/ala2-vacuum-2fs-hmr-reference.json`.",
         command=PT_RUN_2FS, seed="simulation 2024-2027; bootstrap 0", platform="Reference",
     ),
     "dimer-wca-closed.dcd": dict(
@@ -193,7 +193,7 @@ def main() -> None:
         "",
         "Every file here was produced by this package's own code on the 2-core development machine "
         "(no GPU, no network). `scripts/write_data_readme.py` writes this file and the checksums; "
-        "`tests/test_data.py` recomputes them. Load the files with `openmm_bg.data.load_bundled_trajectory`, "
+        "`tests/test_data.py` recomputes them. Load the files with `openmm_bg.molecules.load_bundled_trajectory`, "
         "`load_tempering_samples` and `load_reference`.",
         "",
     ]

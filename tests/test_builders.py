@@ -7,8 +7,8 @@ import pytest
 import torch
 from openmmtools import testsystems
 
-from openmm_bg.builders import molecular_generator_from_data
-from openmm_bg.generator import load_generator, save_generator
+from openmm_bg.generator.recipes import molecular_generator_from_data
+from openmm_bg.generator.checkpoints import load_generator, save_generator
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,7 @@ def test_molecular_checkpoint_reloads_without_training_data(ala2, tmp_path, coup
     _, top, x = ala2
     gen, kwargs = molecular_generator_from_data(top, x, n_blocks=2, hidden=[16], coupling=coupling, n_bins=5)
     gen = perturbed(gen)
-    path = save_generator(gen, tmp_path / "ala2.pt", "openmm_bg.builders.molecular_generator", kwargs)
+    path = save_generator(gen, tmp_path / "ala2.pt", "openmm_bg.generator.recipes.molecular_generator", kwargs)
     loaded = load_generator(path)
     assert torch.equal(loaded.log_prob(x[:10]), gen.log_prob(x[:10]))
     assert torch.equal(loaded.flow[0].normalization.offset, gen.flow[0].normalization.offset)

@@ -14,26 +14,18 @@ import numpy as np
 import pytest
 
 from openmm_bg.commands import simulate
-from openmm_bg.data import (
-    load_bundled_trajectory,
-    load_reference,
-    load_tempering_samples,
-    load_trajectory,
-    read_parallel_tempering,
-    repartition_hydrogen_mass,
-    run_md,
-    run_parallel_tempering,
-    save_trajectory,
-)
-from openmm_bg.data.reference import (
-    MOLAR_GAS_CONSTANT,
-    block_average,
-    mbar_log_populations,
-    tempering_free_energy_difference,
-)
-from openmm_bg.systems import DATA_DIR, get_system
+from openmm_bg.molecules import load_bundled_trajectory
+from openmm_bg.reference import load_reference, load_tempering_samples
+from openmm_bg.molecules.trajectories import load_mdtraj, load_trajectory, save_trajectory
+from openmm_bg.simulation.tempering import read_parallel_tempering, run_parallel_tempering
+from openmm_bg.simulation.langevin import repartition_hydrogen_mass
+from openmm_bg.simulation.dynamics import run_md
+from openmm_bg.reference.estimates import block_average, mbar_log_populations, tempering_free_energy_difference
+from openmm_bg.units import MOLAR_GAS_CONSTANT
+from openmm_bg.molecules.systems import get_system
+from openmm_bg.reference import DATA_DIR
 
-NSIGMA_CUTOFF = 4.0  # statistical tests fail beyond this many standard errors
+from helpers import NSIGMA as NSIGMA_CUTOFF  # the shared sigma cut of the statistical tests
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +90,8 @@ def test_atoms_in_a_different_order_raise(tmp_path, ala2, frames):
     assert load_trajectory(dcd, swapped_topology, trajectory_topology=pdb).shape == frames.shape
     with pytest.raises(OSError, match="does not exist"):
         load_trajectory(tmp_path / "none.dcd", ala2.topology)
+    with pytest.raises(ValueError, match="stride must be an integer >= 1"):
+        load_trajectory(dcd, swapped_topology, stride=0)
 
 
 # --- MD and parallel tempering ---------------------------------------------------------------
@@ -238,7 +232,7 @@ def test_simulate_command_md_and_tempering(tmp_path, ala2, capsys):
         simulate.run(_parse(["ala2-vacuum", "-o", str(tmp_path / "md.nc")]))
     with pytest.raises(ValueError, match="unknown system 'nope'"):
         simulate.run(_parse(["nope", "-o", str(out)]))
-    from openmm_bg.systems import TRPZIP2_PDB
+    from openmm_bg.molecules.systems import TRPZIP2_PDB
 
     own = tmp_path / "own.dcd"
     argv = ["-o", str(own), "--structure", str(TRPZIP2_PDB), "--forcefield", "amber14-all.xml", "implicit/gbn2.xml",
@@ -254,7 +248,7 @@ def test_simulate_command_starts_from_a_given_structure(tmp_path, ala2):
     out = tmp_path / "c7ax.dcd"
     argv = ["ala2-vacuum", "--start", str(start), "-o", str(out), "--frames", "3", "--steps-per-frame", "10", "--no-progress"]
     assert simulate.run(_parse(argv)) == 0
-    traj = load_trajectory(out, ala2.topology, return_trajectory=True)
+    traj = load_mdtraj(out, ala2.topology)
     phi_start = md.compute_phi(md.load(start))[1][0, 0]
     phi = md.compute_phi(traj)[1][:, 0]
     assert phi_start > 0.5 and np.all(np.abs(phi - phi_start) < 0.5), (phi_start, phi)
@@ -379,8 +373,8 @@ def test_tempering_energies_agree_with_plain_md(ala2):
     """
     import torch
 
-    from openmm_bg.data import bundled_path
-    from openmm_bg.data.reference import cold_replica_mean_energy
+    from openmm_bg.reference.bundled import bundled_path
+    from openmm_bg.reference.estimates import cold_replica_mean_energy
     from openmm_bg.energies import OpenMMEnergy
 
     energy = OpenMMEnergy(ala2.system, ala2.temperature, platform="Reference")
@@ -406,7 +400,7 @@ def test_tempering_energies_agree_with_plain_md(ala2):
 
 
 def test_cold_replica_mean_energy_against_a_direct_mean_and_bad_input():
-    from openmm_bg.data.reference import cold_replica_mean_energy
+    from openmm_bg.reference.estimates import cold_replica_mean_energy
 
     rng = np.random.default_rng(5)
     temperatures = np.array([300.0, 400.0])
@@ -432,7 +426,7 @@ def test_c7ax_basin_restraint_is_zero_inside_and_matches_its_formula_outside(ala
     import openmm
     from openmm import unit
 
-    from openmm_bg.collective_variables import backbone_dihedral_indices
+    from openmm_bg.molecules.collective_variables import backbone_dihedral_indices
 
     path = Path(__file__).resolve().parent.parent / "scripts" / "make_c7ax_basin_data.py"
     spec = importlib.util.spec_from_file_location("make_c7ax_basin_data", path)
@@ -490,4 +484,4 @@ def test_parallel_tempering_populations_match_quadrature_on_a_double_well(tmp_pa
         positive = (x[states == state] > 0).astype(float)
         blocks = [block.mean() for block in np.array_split(positive, 20)]
         error = np.std(blocks, ddof=1) / np.sqrt(len(blocks))
-        assert abs(positive.mean() - exact) < 4 * error, (temperature, positive.mean(), exact, error)
+        assert abs(positive.mean() - exact) < NSIGMA_CUTOFF * error, (temperature, positive.mean(), exact, error)

@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from openmm_bg.cli import main
-from openmm_bg.commands.sample import load_checkpoint
-from openmm_bg.data import load_reference
-from openmm_bg.generator import load_generator
-from openmm_bg.pipeline import DEFAULT_KL, DEFAULT_ML, OUTPUT_FILES, DemoSettings
-from openmm_bg.systems import DATA_DIR
+from openmm_bg.sampling.samples import load_checkpoint
+from openmm_bg.reference.bundled import load_reference
+from openmm_bg.generator.checkpoints import load_generator
+from openmm_bg.recipes.demo import DEFAULT_KL, DEFAULT_ML, OUTPUT_FILES, DemoSettings
+from openmm_bg.reference import DATA_DIR
 
 
 @pytest.fixture(scope="module")

@@ -206,6 +206,6 @@ def test_worker_module_does_not_import_torch():
     import subprocess
     import sys
 
-    code = "import sys, openmm_bg._openmm_worker; print('torch' in sys.modules)"
+    code = "import sys, openmm_bg.energies._worker; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "False"

@@ -1,4 +1,4 @@
-"""Tests of the adaptive exploration loop (openmm_bg.exploration) and ``openmm-bg explore``."""
+"""Tests of the adaptive exploration loop (openmm_bg.training.exploration) and ``openmm-bg explore``."""
 
 from __future__ import annotations
 
@@ -10,17 +10,18 @@ import pytest
 from openmm_bg.commands import explore as explore_command
 from openmm_bg.energies import OpenMMEnergy
 from openmm_bg.energies.toy_systems import double_well_system
-from openmm_bg.exploration import ExplorationSettings, explore
-from openmm_bg.generator import load_generator
+from openmm_bg.training.exploration import ExplorationSettings, explore
+from openmm_bg.generator.checkpoints import load_generator
 from openmm_bg.moves import BoltzmannGeneratorMove
-from openmm_bg.builders import realnvp_generator
+from openmm_bg.generator.recipes import realnvp_generator
+from openmm_bg.training.recipe import seeded_parameters
 
 
 @pytest.mark.timeout(240)
 def test_exploration_from_one_configuration_reaches_the_other_well():
     # left minimum of x^4 - 6 x^2 + x; the right well (x > 1) lies behind a ~9 kT barrier
     energy = OpenMMEnergy(double_well_system(temperature=300.0), 300.0, platform="Reference")
-    generator = realnvp_generator(event_shape=[1, 3], n_blocks=3, hidden=[32, 32])
+    generator = seeded_parameters(lambda: realnvp_generator(event_shape=[1, 3], n_blocks=3, hidden=[32, 32]), seed=0)
     settings = ExplorationSettings(n_iterations=150, buffer_size=128, batch_size=64, step_size=1.0, warmup_steps=20, warmup_step_size=0.1, n_final_samples=200, seed=0, learning_rate=3e-3)
     result = explore(generator, energy, np.array([[-1.7, 0.0, 0.0]]), settings, target=lambda x: x[:, 0, 0] > 1.0, stop_at_target=True)
     print(f"reached x > 1 after {result.evaluations_to_target} energy evaluations ({len(result.history)} iterations)")

@@ -1,4 +1,4 @@
-"""Adaptive exploration on alanine dipeptide in vacuum (issue 6): from one phi < 0 configuration.
+"""Adaptive exploration on alanine dipeptide in vacuum from one phi < 0 configuration.
 
 The phi > 0 target is the core 0.5 <= phi <= 2.2 rad (C7ax and alpha_L), not merely
 phi > 0: a configuration just past phi = 0 sits on the barrier, not in the basin.
@@ -11,12 +11,12 @@ import pytest
 import torch
 from torch import Tensor
 
-from openmm_bg.builders import molecular_generator
+from openmm_bg.generator.recipes import molecular_generator
 from openmm_bg.coordinates import build_zmatrix
-from openmm_bg.data.bundled import load_bundled_trajectory
+from openmm_bg.molecules import load_bundled_trajectory
 from openmm_bg.energies import OpenMMEnergy
-from openmm_bg.exploration import ExplorationSettings, explore
-from openmm_bg.systems import get_system
+from openmm_bg.training.exploration import ExplorationSettings, explore
+from openmm_bg.molecules.systems import get_system
 
 #: phi > 0 core, radians
 POSITIVE_CORE = (0.5, 2.2)

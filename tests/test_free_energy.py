@@ -9,13 +9,13 @@ from pymbar import other_estimators
 from pymbar.testsystems.harmonic_oscillators import HarmonicOscillatorsTestCase
 
 from helpers import gaussian_generator, gaussian_log_partition
-from openmm_bg import free_energy as fe
-from openmm_bg.distributions import NormalPrior
+from openmm_bg.analysis import free_energy as fe
+from openmm_bg.generator.prior import NormalPrior
 from openmm_bg.energies import DoubleWell
 from openmm_bg.flows import Scaling
-from openmm_bg.generator import BoltzmannGenerator
+from openmm_bg.generator.model import BoltzmannGenerator
 
-NSIGMA = 5.0
+from helpers import NSIGMA  # the shared sigma cut of the statistical tests
 
 
 def oscillator_works(n=4000, seed=0):
@@ -62,15 +62,20 @@ def test_bar_with_a_state_restricted_by_an_indicator():
 
 def test_mbar_two_states_equals_bar_and_three_states_match_analytic():
     w_f, w_r, u_kn, N_k, exact = oscillator_works()
-    f_k, df_k = fe.mbar(u_kn, N_k)
-    assert f_k[1] == pytest.approx(fe.bar(w_f, w_r, n_bootstrap=0).value, abs=1e-6)
+    two = fe.mbar(u_kn, N_k)
+    assert isinstance(two, fe.StateFreeEnergies) and two.value.shape == two.error.shape == (2,)
+    assert two.value[0] == 0.0 and two.difference(0) == fe.Estimate(0.0, 0.0)
+    bar_estimate = fe.bar(w_f, w_r, n_bootstrap=0)
+    assert two.difference(1).value == pytest.approx(bar_estimate.value, abs=1e-6)
     case = HarmonicOscillatorsTestCase(O_k=[0.0, 0.3, 0.8], K_k=[1.0, 3.0, 0.5])
     _, u_kn, N_k, _ = case.sample(N_k=[3000, 3000, 3000], mode="u_kn", seed=5)
-    f_k, df_k = fe.mbar(u_kn, N_k, n_bootstrap=50, seed=6)
+    three = fe.mbar(u_kn, N_k, n_bootstrap=50, seed=6)
     analytic = case.analytical_free_energies() - case.analytical_free_energies()[0]
-    assert np.all(np.abs(f_k - analytic)[1:] < NSIGMA * df_k[1:])
+    assert np.all(np.abs(three.value - analytic)[1:] < NSIGMA * three.error[1:])
     with pytest.raises(ValueError, match="u_kn must have shape"):
         fe.mbar(u_kn[:, :10], N_k)
+    with pytest.raises(ValueError, match="n_bootstrap must be an integer >= 0"):
+        fe.mbar(u_kn, N_k, n_bootstrap=2.5)
 
 
 def double_well_samples(state, n, seed):

@@ -5,12 +5,12 @@ import pytest
 import torch
 
 from helpers import gaussian_generator, gaussian_log_partition
-from openmm_bg.distributions import NormalPrior
+from openmm_bg.generator.prior import NormalPrior
 from openmm_bg.energies import DoubleWell
 from openmm_bg.flows import real_nvp
-from openmm_bg.generator import BoltzmannGenerator
+from openmm_bg.generator.model import BoltzmannGenerator
 
-NSIGMA = 5.0
+from helpers import NSIGMA  # the shared sigma cut of the statistical tests
 
 
 @pytest.mark.parametrize("temperature", [1.0, 2.5])
@@ -99,17 +99,18 @@ def test_bad_input_raises_clear_errors():
 
 
 def test_generator_checkpoint_round_trip_without_training_data(tmp_path):
-    from openmm_bg.builders import realnvp_generator
-    from openmm_bg.generator import load_generator, save_generator
+    from openmm_bg.generator.recipes import realnvp_generator
+    from openmm_bg.generator.checkpoints import load_generator, save_generator
 
     kwargs = {"event_shape": [2], "n_blocks": 2, "hidden": [16]}
     gen = realnvp_generator(DoubleWell(), **kwargs)
+    rng = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in gen.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    path = save_generator(gen, tmp_path / "g.pt", "openmm_bg.builders.realnvp_generator", kwargs, {"note": "test"})
+            p.add_(0.1 * torch.randn(p.shape, generator=rng, dtype=p.dtype))
+    path = save_generator(gen, tmp_path / "g.pt", "openmm_bg.generator.recipes.realnvp_generator", kwargs, {"note": "test"})
     loaded = load_generator(path, energy=DoubleWell())
-    x = torch.randn(5, 2, dtype=torch.float64)
+    x = torch.randn(5, 2, generator=rng, dtype=torch.float64)
     assert torch.equal(loaded.log_prob(x), gen.log_prob(x))
     # without an energy it still proposes and evaluates densities, but refuses energies
     bare = load_generator(path)
@@ -120,7 +121,7 @@ def test_generator_checkpoint_round_trip_without_training_data(tmp_path):
 
 
 def test_generator_checkpoint_errors(tmp_path):
-    from openmm_bg.generator import load_generator, save_generator
+    from openmm_bg.generator.checkpoints import load_generator, save_generator
 
     with pytest.raises(FileNotFoundError, match="not found"):
         load_generator(tmp_path / "missing.pt")
@@ -134,9 +135,9 @@ def test_generator_checkpoint_errors(tmp_path):
         load_generator(other)
     with pytest.raises(ValueError, match="outside openmm_bg"):
         save_generator(gaussian_generator(), tmp_path / "x.pt", "os.system", {})
-    from openmm_bg.builders import realnvp_generator
+    from openmm_bg.generator.recipes import realnvp_generator
 
-    path = save_generator(realnvp_generator(event_shape=[2], n_blocks=1), tmp_path / "g.pt", "openmm_bg.builders.realnvp_generator", {"event_shape": [2], "n_blocks": 1})
+    path = save_generator(realnvp_generator(event_shape=[2], n_blocks=1), tmp_path / "g.pt", "openmm_bg.generator.recipes.realnvp_generator", {"event_shape": [2], "n_blocks": 1})
     state = torch.load(path, weights_only=True)
     state["builder_kwargs"]["n_blocks"] = 2
     torch.save(state, path)

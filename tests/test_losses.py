@@ -6,9 +6,9 @@ import torch
 from scipy.stats import gaussian_kde
 
 from helpers import gaussian_generator, gaussian_log_partition
-from openmm_bg.losses import kl_loss, linlog_cut, ml_loss, rc_loss
+from openmm_bg.training.losses import kl_loss, linlog_cut, ml_loss, rc_loss
 
-NSIGMA = 5.0
+from helpers import NSIGMA  # the shared sigma cut of the statistical tests
 
 
 def test_linlog_cut_is_identity_below_and_smooth_at_the_cut():

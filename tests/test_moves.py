@@ -21,18 +21,20 @@ from openmmtools.utils import deserialize, serialize
 from pymbar import timeseries
 
 from openmm_bg.coordinates import InternalCoordinateNormalization, InternalCoordinateTransform
-from openmm_bg.data.moves import SeededLangevinMove
-from openmm_bg.distributions import NormalPrior
+from openmm_bg.simulation.langevin import SeededLangevinMove
+from openmm_bg.generator.prior import NormalPrior
 from openmm_bg.energies.toy_systems import double_well_system
 from openmm_bg.flows import Sequential
 from openmm_bg.flows.base import Bijection
-from openmm_bg.generator import BoltzmannGenerator, save_generator
-from openmm_bg.builders import realnvp_generator
+from openmm_bg.generator.checkpoints import save_generator
+from openmm_bg.generator.model import BoltzmannGenerator
+from openmm_bg.generator.recipes import realnvp_generator
+from openmm_bg.units import kt_kjmol
 from openmm_bg.moves import BoltzmannGeneratorMove, LatentMetropolisMove, clear_generator_cache, latent_log_acceptance, place_in_frame
 
-NSIGMA = 5.0
+from helpers import NSIGMA  # the shared sigma cut of the statistical tests
 TEMPERATURE = 300.0 * unit.kelvin
-KT = (unit.MOLAR_GAS_CONSTANT_R * TEMPERATURE).value_in_unit(unit.kilojoule_per_mole)
+KT = kt_kjmol(TEMPERATURE)
 SIGMA_HO = 0.1  # nm, width of the harmonic oscillator used throughout
 
 
@@ -136,6 +138,89 @@ def test_nonfinite_proposals_are_rejected_and_counted(context_cache):
     assert stats["n_nonfinite"] + stats["n_out_of_domain"] + stats["n_accepted"] == 200
     assert 60 < stats["n_nonfinite"] + stats["n_out_of_domain"] < 140
     assert np.all(np.isfinite(sampler.positions.value_in_unit(unit.nanometer)))
+
+
+# --- one principal domain for sampling and moves ----------------------------------------
+
+# normalised torsions on and around the cut; the offset 2 rad rotates the cut, so the
+# radian torsion of the 0.5 row (2 + pi / 2) lies beyond pi but is inside the turn
+_TURN = [-1.0, 1.0, math.nextafter(1.0, 0.0), math.nextafter(-1.0, -2.0), 0.5, 0.0]
+_IN_TURN = [True, False, True, False, True, True]
+
+
+def _four_atom_generator(guarded: bool):
+    from openmm_bg.coordinates import GuardedCoordinates
+
+    ic = InternalCoordinateTransform(np.array([[0, -1, -1, -1], [1, 0, -1, -1], [2, 1, 0, -1], [3, 2, 1, 0]]), remove_rigid_body=True)
+    norm = InternalCoordinateNormalization(
+        ic.circular, mean=torch.tensor([0.15, 0.15, 0.15, 1.9, 1.9, 0.0]), std=torch.tensor([0.01, 0.01, 0.01, 0.1, 0.1, 1.0]), offset=torch.tensor([0.0, 0, 0, 0, 0, 2.0])
+    )
+    flow = Sequential(GuardedCoordinates(ic, norm)) if guarded else Sequential(ic, norm)
+    generator = BoltzmannGenerator(NormalPrior(6), flow, lambda x: (x**2).sum(dim=(1, 2)), event_shape=(4, 3)).double()
+    z = torch.zeros(len(_TURN), 6, dtype=torch.float64)
+    z[:, 5] = torch.tensor(_TURN, dtype=torch.float64)
+    # every draw of the prior returns these latents (the flow's latent is the normalised coordinate)
+    generator.prior.sample = lambda n, *args, **kwargs: z[:n].clone()
+    return generator, z
+
+
+def _four_atom_states():
+    system = openmm.System()
+    bonds = openmm.HarmonicBondForce()
+    for i in range(4):
+        system.addParticle(12.0)
+    for i in range(3):
+        bonds.addBond(i, i + 1, 0.15, 1000.0)
+    system.addForce(bonds)
+    start = np.array([[0.0, 0.0, 0.0], [0.15, 0.0, 0.0], [0.2, 0.14, 0.0], [0.35, 0.15, 0.03]])
+    return states.ThermodynamicState(system, TEMPERATURE), states.SamplerState(start * unit.nanometer)
+
+
+@pytest.mark.parametrize("guarded", [True, False], ids=["GuardedCoordinates", "transform+normalisation"])
+def test_sampling_and_moves_agree_on_the_principal_domain(guarded, context_cache):
+    from openmm_bg.coordinates.guarded import principal_domain
+    from openmm_bg.moves import inverse_with_domain
+    from openmm_bg.sampling import draw_samples
+
+    generator, z = _four_atom_generator(guarded)
+    expected = torch.tensor(_IN_TURN)
+    n_out = int((~expected).sum())
+    # the one check, on the normalised torsion: the half-open turn [-1, 1)
+    layer = generator.flow.layers[0]
+    assert principal_domain(layer if guarded else generator.flow.layers[1], z).tolist() == _IN_TURN
+    # the move's inverse
+    x, ladj, valid = inverse_with_domain(generator, z)
+    assert valid.tolist() == _IN_TURN
+    assert torch.isnan(x[~valid]).all() and torch.isfinite(x[valid]).all() and torch.isfinite(ladj[valid]).all()
+    # sampling: the generator's own draw and the sample files
+    sample = generator.sample(len(z))
+    assert sample.in_domain.tolist() == _IN_TURN and sample.n_out_of_domain == n_out
+    assert torch.isposinf(sample.energy[~expected]).all() and torch.isneginf(sample.log_weight[~expected]).all()
+    assert torch.isfinite(sample.log_weight[expected]).all()
+    torch.testing.assert_close(sample.x[expected], x[valid], rtol=0, atol=0)
+    drawn = draw_samples(generator, len(z), batch_size=len(z))
+    assert drawn.n_out_of_domain == n_out and drawn.n_written == len(z) - n_out
+    # the move rejects and counts exactly the same rows
+    thermo, sampler = _four_atom_states()
+    move = BoltzmannGeneratorMove(generator, n_proposals=len(z), seed=0)
+    move.apply(thermo, sampler, context_cache)
+    assert move.statistics["n_out_of_domain"] == n_out and move.n_proposed == len(z)
+    # inside the turn, forward undoes inverse: one preimage per configuration
+    inside = expected & (z[:, 5].abs() < 1)
+    back, _ = generator.flow.forward(x[inside])
+    torch.testing.assert_close(back, z[inside], rtol=0, atol=1e-9)
+
+
+def test_saturated_torsions_are_out_of_the_domain_on_both_sides():
+    from openmm_bg.coordinates import CircularToReal
+    from openmm_bg.coordinates.guarded import inverse_in_domain
+
+    # tanh(+-25) rounds to +-1 in float64: neither is a torsion that CircularToReal.forward accepts
+    flow = Sequential(CircularToReal(torch.tensor([True, False])))
+    x, ladj, valid = inverse_in_domain(flow, torch.tensor([[25.0, 0.0], [-25.0, 0.0], [3.0, 0.0]], dtype=torch.float64))
+    assert valid.tolist() == [False, False, True]
+    assert torch.isnan(x[:2]).all() and torch.isnan(ladj[:2]).all()
+    flow.forward(x[2:])  # the valid row maps back
 
 
 def _double_well_reference():
@@ -328,7 +413,7 @@ def test_getstate_is_yaml_safe_and_round_trips(tmp_path, context_cache):
     in_memory = LatentMetropolisMove(generator, step_size=0.02, seed=12)
     with pytest.raises(ValueError, match="checkpoint"):
         serialize(in_memory)
-    path = save_generator(generator, tmp_path / "bg.pt", "openmm_bg.builders.realnvp_generator", dict(event_shape=[1, 3], n_blocks=2, hidden=[8], sigma=SIGMA_HO))
+    path = save_generator(generator, tmp_path / "bg.pt", "openmm_bg.generator.recipes.realnvp_generator", dict(event_shape=[1, 3], n_blocks=2, hidden=[8], sigma=SIGMA_HO))
     for move in (LatentMetropolisMove(generator, step_size=0.02, checkpoint=path, seed=12), BoltzmannGeneratorMove(path, n_proposals=4, reference_temperature=300.0, seed=12)):
         _one_apply(move, context_cache)
         text = yaml.safe_dump(serialize(move))
@@ -359,7 +444,7 @@ def test_moves_run_in_mcmc_sampler_with_weighted_and_sequence_moves(context_cach
 def test_replica_exchange_writes_storage_and_resumes(tmp_path):
     from openmmtools.multistate import MultiStateReporter, ReplicaExchangeSampler
 
-    path = save_generator(exact_generator(), tmp_path / "bg.pt", "openmm_bg.builders.realnvp_generator", dict(event_shape=[1, 3], n_blocks=2, hidden=[8], sigma=SIGMA_HO))
+    path = save_generator(exact_generator(), tmp_path / "bg.pt", "openmm_bg.generator.recipes.realnvp_generator", dict(event_shape=[1, 3], n_blocks=2, hidden=[8], sigma=SIGMA_HO))
     ho = harmonic_oscillator()
     thermo_states = [states.ThermodynamicState(ho.system, t * unit.kelvin) for t in (300.0, 360.0)]
     bg = BoltzmannGeneratorMove(path, n_proposals=5, reference_temperature=300.0, seed=14)

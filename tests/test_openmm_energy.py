@@ -105,7 +105,9 @@ def test_dtype_shape_and_temperature(vacuum):
     torch.testing.assert_close(hot(x64) * 2, u64, rtol=1e-12, atol=0)
     # numpy helpers agree with the torch path
     np.testing.assert_array_equal(energy.reduced_energy(x64.numpy()), u64.numpy())
-    np.testing.assert_array_equal(reduced_energies(vacuum.system, 300.0, x64.numpy()[0], platform="Reference"), u64.numpy()[0])
+    # one configuration is a batch of one: always shape (n_frames,)
+    np.testing.assert_array_equal(reduced_energies(vacuum.system, 300.0, x64.numpy()[0], platform="Reference"), u64.numpy()[:1])
+    np.testing.assert_array_equal(reduced_energies(vacuum.system, 300.0, x64.numpy(), platform="Reference"), u64.numpy())
 
 
 def test_nan_positions_are_flagged_and_get_zero_gradient(vacuum):
@@ -161,6 +163,12 @@ def test_periodic_box_vectors_are_used(dimer):
     e_ref, _ = direct_energies_forces(dimer.system, contact[None], "Reference")
     np.testing.assert_allclose(u_contact, e_ref / kt_reference(300.0), rtol=RTOL)
     assert u_contact[0] > u[0] + 5.0
+    # an explicit box overrides the System's (which stays untouched): the contact is gone in a box 0.1 nm wider
+    same = reduced_energies(dimer.system, 300.0, contact, platform="Reference", box_vectors=box)
+    wider = reduced_energies(dimer.system, 300.0, contact, platform="Reference", box_vectors=box + 0.1 * np.eye(3))
+    np.testing.assert_array_equal(same, u_contact)
+    assert wider.shape == (1,) and wider[0] < u_contact[0] - 5.0
+    assert np.allclose([v.value_in_unit(unit.nanometer) for v in dimer.system.getDefaultPeriodicBoxVectors()], box)
 
 
 def test_platform_choice(vacuum, implicit, dimer):

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from openmm_bg import reweighting as rw
+from openmm_bg.analysis import reweighting as rw
 from openmm_bg.energies import DoubleWell
 
-NSIGMA = 5.0
+from helpers import NSIGMA  # the shared sigma cut of the statistical tests
 
 
 def test_kish_ess_against_direct_formula():

@@ -7,14 +7,10 @@ import mdtraj as md
 import numpy as np
 import pytest
 
-from openmm_bg.states import (
-    bundled_reference,
-    evaluate_states,
-    parse_collective_variable,
-    parse_expression,
-    parse_state,
-)
-from openmm_bg.systems import DATA_DIR
+from openmm_bg.molecules.collective_variables import parse_collective_variable
+from openmm_bg.molecules.expressions import parse_expression
+from openmm_bg.molecules.states import bundled_reference, evaluate_states, parse_state
+from openmm_bg.reference import DATA_DIR
 
 
 @pytest.fixture

@@ -11,9 +11,12 @@ import openmm.app as app
 import openmm.unit as unit
 import pytest
 
-from openmm_bg import collective_variables as cv
-from openmm_bg.data import repartition_hydrogen_mass
-from openmm_bg.systems import MolecularSystem, get_system, list_systems, load_system, reduced_potential
+from openmm_bg.molecules import collective_variables as cv
+from openmm_bg.simulation.langevin import repartition_hydrogen_mass
+from openmm_bg.molecules import load_system
+from openmm_bg.energies.openmm_bridge import reduced_energies
+from openmm_bg.molecules.systems import MolecularSystem, get_system, list_systems
+from openmm_bg.units import kt_kjmol
 
 MOLECULAR = ["ala2-vacuum", "ala2-implicit", "dimer-wca", "trpzip2-implicit"]
 TOYS = ["double-well", "mueller-brown"]
@@ -118,6 +121,15 @@ def test_dimer_distance_uses_minimum_image(systems):
     assert d[0] == pytest.approx(np.linalg.norm(delta - box * np.round(delta / box)), abs=1e-6)
     assert d[1] == pytest.approx(d[0], abs=1e-5)
     assert mol.states["closed"](mol.positions)[0] and not mol.states["open"](mol.positions)[0]
+    # the states split at openmmtools' barrier top r0 + w, which BUILTIN_STATES writes out as a number
+    bond = next(f for f in mol.system.getForces() if isinstance(f, openmm.CustomBondForce))
+    _, _, (_, r0, w) = bond.getBondParameters(0)
+    at_barrier = mol.positions.copy()
+    at_barrier[j] = mol.positions[i] + (r0 + w) * np.array([1.0, 0.0, 0.0])
+    for offset, state in ((-1e-5, "closed"), (1e-5, "open")):
+        moved = at_barrier.copy()
+        moved[j, 0] += offset
+        assert mol.states[state](moved)[0], (offset, state)
 
 
 def test_trpzip2_cvs(systems):
@@ -170,7 +182,7 @@ def test_load_system_from_prmtop_and_forcefield(systems):
     assert own.topology.n_atoms == 22 and np.isfinite(own.reduced_potential(own.positions)).all()
     assert own.system.getNumConstraints() == 0
     trp = systems["trpzip2-implicit"]
-    from openmm_bg.systems import TRPZIP2_PDB
+    from openmm_bg.molecules.systems import TRPZIP2_PDB
 
     again = load_system(TRPZIP2_PDB, forcefield=["amber14-all.xml", "implicit/gbn2.xml"], platform=trp.platform)
     # CPU platform: single-precision forces, summation order varies between Contexts
@@ -181,7 +193,7 @@ def test_load_system_rejects_mismatch(tmp_path, systems):
     mol = systems["ala2-vacuum"]
     xml = tmp_path / "ala2.xml"
     xml.write_text(openmm.XmlSerializer.serialize(mol.system))
-    from openmm_bg.systems import TRPZIP2_PDB
+    from openmm_bg.molecules.systems import TRPZIP2_PDB
 
     with pytest.raises(ValueError, match="218 atoms but the System has 22 particles"):
         load_system(TRPZIP2_PDB, xml)
@@ -196,11 +208,11 @@ def test_reduced_potential_matches_openmm_and_flags_failures(systems):
     context = openmm.Context(mol.system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
     context.setPositions(mol.positions)
     energy = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
-    kT = 0.00831446261815324 * 300.0
-    assert mol.reduced_potential(mol.positions)[0] == pytest.approx(energy / kT, rel=1e-9)
+    assert mol.reduced_potential(mol.positions).shape == (1,)
+    assert mol.reduced_potential(mol.positions)[0] == pytest.approx(energy / kt_kjmol(300.0), rel=1e-9)
     bad = np.stack([mol.positions, np.full_like(mol.positions, np.nan)])
-    u = reduced_potential(mol.system, bad, 300.0)
-    assert np.isfinite(u[0]) and not np.isfinite(u[1])
+    u = reduced_energies(mol.system, 300.0, bad, platform="Reference")
+    assert np.isfinite(u[0]) and u[1] == np.inf
 
 
 def test_hydrogen_mass_repartitioning_keeps_total_mass(systems):
@@ -214,7 +226,7 @@ def test_hydrogen_mass_repartitioning_keeps_total_mass(systems):
     assert masses(heavy).sum() == pytest.approx(masses(mol.system).sum(), rel=1e-12)
     np.testing.assert_allclose(masses(heavy)[hydrogens], 4.0)
     assert masses(mol.system)[hydrogens].max() < 1.1  # the original is untouched
-    np.testing.assert_allclose(mol.reduced_potential(mol.positions), reduced_potential(heavy, mol.positions, 300.0))
+    np.testing.assert_allclose(mol.reduced_potential(mol.positions), reduced_energies(heavy, 300.0, mol.positions, platform="Reference"))
     with pytest.raises(ValueError, match="218 atoms but the System has 22"):
         repartition_hydrogen_mass(mol.system, get_system("trpzip2-implicit").openmm_topology, 4.0)
 

@@ -7,7 +7,7 @@ from scipy import integrate
 
 from openmm_bg.energies import DoubleWell, MuellerBrown
 from openmm_bg.energies.toys import metropolis_samples
-from openmm_bg.toy_demo import exact_binned_profile
+from openmm_bg.recipes.toy import exact_binned_profile
 
 
 def test_double_well_energy_and_parameters():

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from openmm_bg.cli import main
-from openmm_bg.generator import load_generator
-from openmm_bg.systems import DATA_DIR
-from openmm_bg.training import TrainingConfig
+from openmm_bg.generator.checkpoints import load_generator
+from openmm_bg.reference import DATA_DIR
+from openmm_bg.training.trainer import TrainingConfig
 
 ALA2 = DATA_DIR / "ala2-vacuum-300K-md.dcd"
 
@@ -43,6 +43,31 @@ def test_train_writes_a_reloadable_generator_and_its_settings(tmp_path, settings
 
     x = torch.tensor(md.load(str(ALA2), top=str(DATA_DIR / "ala2-vacuum-300K-md.pdb"))[:3].xyz, dtype=torch.float64)
     assert torch.isfinite(generator.log_prob(x)).all()
+
+
+def _weights(path):
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+@pytest.mark.timeout(300)
+def test_same_seed_gives_bit_identical_checkpoints_through_the_command_line(tmp_path):
+    """The network's initial weights, the batches and the energy samples all come from the settings' seed."""
+    runs = {}
+    for name, seed in (("first", 13), ("again", 13), ("other", 14)):
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(f"n_iterations: 3\nbatch_size: 8\nkl_batch_size: 4\nw_kl: [[0, 0.0], [1, 0.5]]\nnonfinite: drop\nseed: {seed}\n")
+        torch.manual_seed(1000 + len(runs))  # a different global state before each run must not matter
+        before = torch.random.get_rng_state()
+        assert main(["train", "ala2-vacuum", "--trajectory", str(ALA2), "--stride", "100", "--config", str(config), "--blocks", "1",
+                     "--hidden", "8", "--output", str(tmp_path / name), "--no-progress"]) == 0
+        assert torch.equal(torch.random.get_rng_state(), before), "the run touched torch's global generator"
+        runs[name] = _weights(tmp_path / name / "generator.pt")
+    first, again, other = runs["first"], runs["again"], runs["other"]
+    assert list(first) == list(again) == list(other) and len(first) > 5
+    for key in first:
+        assert torch.equal(first[key], again[key]), key
+    differ = [key for key in first if not torch.equal(first[key], other[key])]
+    assert len(differ) >= len(first) // 2, differ
 
 
 @pytest.mark.parametrize(
@@ -86,7 +111,7 @@ def test_ala2_implicit_simulate_train_sample(tmp_path, settings, capsys):
     assert main(["sample", str(run / "generator.pt"), "-n", "50", "--output", str(samples), "--no-progress"]) == 0
     arrays = np.load(samples / "samples.npz")
     # the implicit-solvent energy, not the vacuum one: compare with the system's own reduced potential
-    from openmm_bg.systems import get_system
+    from openmm_bg.molecules.systems import get_system
 
     molecule = get_system("ala2-implicit")
     finite = np.isfinite(arrays["energy"])

@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from helpers import gaussian_generator
-from openmm_bg.distributions import NormalPrior
+from openmm_bg.generator.prior import NormalPrior
 from openmm_bg.energies import DoubleWell
 from openmm_bg.flows import real_nvp
-from openmm_bg.generator import BoltzmannGenerator
-from openmm_bg.training import Schedule, Trainer, TrainingConfig
+from openmm_bg.generator.model import BoltzmannGenerator
+from openmm_bg.training.trainer import Schedule, Trainer, TrainingConfig
 
 
 def small_generator(seed=0):
@@ -177,3 +177,24 @@ def test_validation_loss_is_recorded_on_held_out_data_only():
         Trainer(small_generator(), config, data=train, validation_data=torch.full((5, 2), float("nan"), dtype=torch.float64))
     with pytest.raises(ValueError, match="validate_every"):
         TrainingConfig(validate_every=0)
+
+
+def test_seeded_parameters_depend_on_the_seed_alone_and_leave_the_global_generator():
+    from openmm_bg.training.recipe import seeded_parameters
+
+    def build():
+        return real_nvp(4, n_blocks=2, hidden=(8,)).double()
+
+    torch.manual_seed(1)
+    before = torch.random.get_rng_state()
+    a = seeded_parameters(build, 5)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    torch.manual_seed(2)
+    b, c = seeded_parameters(build, 5), seeded_parameters(build, 6)
+    reference = build().state_dict()
+    for key, value in a.state_dict().items():
+        assert torch.equal(value, b.state_dict()[key]), key
+        # the output layers that start each coupling as the identity stay zero
+        assert bool(value.any()) == bool(reference[key].any()) and (not value.any() or not torch.equal(value, c.state_dict()[key])), key
+    with pytest.raises(ValueError, match="seed"):
+        seeded_parameters(build, -1)

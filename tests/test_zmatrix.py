@@ -99,8 +99,10 @@ def test_topology_without_bonds_is_rejected():
 
 
 def test_wrong_topology_type_is_rejected():
-    with pytest.raises(TypeError, match="mdtraj.Topology or an openmm.app.Topology"):
-        build_zmatrix("alanine")
+    with pytest.raises(TypeError, match="mdtraj.Topology, an openmm.app.Topology"):
+        build_zmatrix(42)
+    with pytest.raises(OSError, match="does not exist"):
+        build_zmatrix("no-such-file.pdb")
 
 
 GOOD = [[2, -1, -1, -1], [0, 2, -1, -1], [1, 0, 2, -1], [3, 1, 0, 2]]

@@ -9,7 +9,7 @@ parallel-tempering reference (data/ala2-vacuum-reference.json).  Prints a summar
 wall time) and writes to --output: generator.pt, samples.dcd/.pdb/.npz (as
 openmm-bg sample writes them), report.json, history.json, settings.yaml and the
 figures ramachandran.png, losses.png and log_weights.png.  Settings (see
-openmm_bg.pipeline.DemoSettings) come from --config; keys not given keep their values.
+openmm_bg.recipes.demo.DemoSettings) come from --config; keys not given keep their values.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ __all__ = ["configure", "run"]
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the arguments of ``openmm-bg demo``."""
     parser.add_argument("--output", "-o", type=Path, default=Path("openmm-bg-demo"), help="output folder (default ./openmm-bg-demo)")
-    parser.add_argument("--config", type=Path, metavar="DEMO.yaml", help="YAML file of demo settings (openmm_bg.pipeline.DemoSettings); missing keys keep their values")
+    parser.add_argument("--config", type=Path, metavar="DEMO.yaml", help="YAML file of demo settings (openmm_bg.recipes.demo.DemoSettings); missing keys keep their values")
     parser.add_argument("--quick", action="store_true", help="a tiny budget (well under a minute) to check an installation; --config applies on top")
     parser.add_argument("--seed", type=int, help="seed of the run (overrides the settings' seed)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars and phase messages")
@@ -32,7 +32,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``openmm-bg demo``; return the exit status."""
-    from ..pipeline import OUTPUT_FILES, DemoSettings, plot_demo, run_demo
+    from ..recipes.demo import OUTPUT_FILES, DemoSettings, run_demo
+    from ..recipes.demo_plots import plot_demo
 
     settings = DemoSettings.quick() if args.quick else DemoSettings()
     if args.config is not None:

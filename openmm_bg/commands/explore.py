@@ -1,6 +1,6 @@
 """Adaptive exploration from a system's starting configuration (sampling and training).
 
-Runs :func:`openmm_bg.exploration.explore` on a ready-made system, prints how many
+Runs :func:`openmm_bg.training.exploration.explore` on a ready-made system, prints how many
 energy evaluations it took to reach a target state, and writes the trained
 generator as a checkpoint that ``BoltzmannGeneratorMove`` can load.
 """
@@ -11,11 +11,12 @@ import argparse
 
 
 from ..energies import OpenMMEnergy
-from ..builders import molecular_generator, realnvp_generator
+from ..generator.recipes import molecular_generator, realnvp_generator
 from ..coordinates import build_zmatrix
-from ..exploration import ExplorationSettings, explore
-from ..generator import save_generator
-from ..systems import get_system, list_systems
+from ..training.exploration import ExplorationSettings, explore
+from ..training.recipe import seeded_parameters
+from ..generator.checkpoints import save_generator
+from ..molecules.systems import get_system, list_systems
 
 __all__ = ["configure", "run"]
 
@@ -58,13 +59,15 @@ def run(args: argparse.Namespace) -> int:
     if args.target is not None and args.target not in molecule.states:
         raise ValueError(f"unknown state {args.target!r} of {args.system}; known: {', '.join(molecule.states) or 'none'}")
     if molecule.n_atoms == 1:
-        builder, kwargs = "openmm_bg.builders.realnvp_generator", dict(event_shape=[1, 3], n_blocks=args.blocks, hidden=list(args.hidden))
-        generator = realnvp_generator(**kwargs)
+        builder, kwargs = "openmm_bg.generator.recipes.realnvp_generator", dict(event_shape=[1, 3], n_blocks=args.blocks, hidden=list(args.hidden))
+        build = realnvp_generator
     else:
         # the normalisation is fitted to the warm-up buffer by explore()
         zmatrix = build_zmatrix(molecule.topology).tolist()
-        builder, kwargs = "openmm_bg.builders.molecular_generator", dict(zmatrix=zmatrix, n_blocks=args.blocks, hidden=list(args.hidden))
-        generator = molecular_generator(**kwargs)
+        builder, kwargs = "openmm_bg.generator.recipes.molecular_generator", dict(zmatrix=zmatrix, n_blocks=args.blocks, hidden=list(args.hidden))
+        build = molecular_generator
+    # the initial weights come from the run's seed, not from torch's global generator
+    generator = seeded_parameters(lambda: build(**kwargs), args.seed)
     settings = ExplorationSettings(
         n_iterations=args.iterations,
         buffer_size=args.buffer_size,
@@ -88,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     target = molecule.states[args.target] if args.target else None
     start = molecule.positions
     if args.start_frame is not None:
-        from ..data.bundled import load_bundled_trajectory
+        from ..molecules.trajectories import load_bundled_trajectory
 
         frames = load_bundled_trajectory(args.system)
         if not 0 <= args.start_frame < len(frames):

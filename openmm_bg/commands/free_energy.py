@@ -11,12 +11,13 @@ any defined with ``--cv NAME=dihedral:i,j,k,l`` (radians) or
 ``--cv NAME=distance:i,j`` (nm), with atom indices counted from 0.  Expressions
 take comparisons (chains too), and/or/not, + - * /, numbers and the constants
 ``pi`` and ``deg`` (pi/180), e.g. ``"phi > 0"``, ``"-pi < psi < 0"``,
-``"phi > 30*deg and not (d < 0.35)"``; see :mod:`openmm_bg.states`.
+``"phi > 30*deg and not (d < 0.35)"``; see :mod:`openmm_bg.molecules.states` and
+:mod:`openmm_bg.molecules.expressions`.
 
 The estimate is ``F_B - F_A = -ln(sum_B w / sum_A w)`` in kT with the
 self-normalised importance weights ``w`` of all samples drawn (those outside the
 coordinate domain have zero weight), and a bootstrap standard error over samples
-(:func:`openmm_bg.reweighting.state_free_energy_difference`).  The report gives the
+(:func:`openmm_bg.analysis.state_free_energy`).  The report gives the
 Kish ESS of all samples and the number of samples and the ESS in each state; where
 the repository bundles a reference for the two states (alanine dipeptide in vacuum,
 phi < 0 vs phi > 0 at 300 K), it is printed with the deviation.  --output writes
@@ -33,9 +34,14 @@ from typing import Any
 
 import numpy as np
 
-from .sample import SampleSet, resolve_molecule, add_system_arguments, draw_samples, load_checkpoint, load_samples, report_lines
+from .._validation import ensure_count
+from ..analysis.states import state_free_energy
+from ..molecules.loading import resolve_system
+from ..sampling import draw_samples, load_checkpoint, load_samples, report_lines
+from ..units import kt_kcalmol
+from .sample import add_system_arguments
 
-__all__ = ["configure", "run", "state_free_energy", "kt_in_kcal_per_mol"]
+__all__ = ["configure", "run"]
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -56,98 +62,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
-def kt_in_kcal_per_mol(temperature: float) -> float:
-    """kT in kcal/mol at ``temperature`` K."""
-    import openmm.unit as unit
-
-    return float((unit.MOLAR_GAS_CONSTANT_R * temperature * unit.kelvin).value_in_unit(unit.kilocalorie_per_mole))
-
-
-def state_free_energy(
-    samples: SampleSet,
-    in_a: np.ndarray,
-    in_b: np.ndarray,
-    *,
-    n_bootstrap: int = 200,
-    seed: int = 0,
-    names: tuple[str, str] = ("A", "B"),
-) -> dict[str, Any]:
-    """``F_B - F_A`` in kT from the samples' importance weights, with state statistics.
-
-    Parameters
-    ----------
-    samples : SampleSet
-    in_a, in_b : bool array, shape (samples.n_written,)
-        State indicators of the written samples.
-    n_bootstrap : int
-        Resamples (over all samples drawn, out-of-domain ones included) for the error.
-    seed : int
-    names : (str, str)
-        How messages call the states.
-
-    Returns
-    -------
-    dict
-        ``delta_f_kT``, ``error_kT``, ``kish_ess`` (fraction of all samples drawn),
-        ``n_a``, ``n_b`` (samples in each state), ``ess_a``, ``ess_b`` (Kish effective
-        sample sizes within each state), ``n_both`` (samples in both states).
-
-    Raises
-    ------
-    ValueError
-        When a state holds no sample with a finite weight.
-    """
-    from ..reweighting import kish_ess, state_free_energy_difference
-
-    in_a = np.asarray(in_a, dtype=bool)
-    in_b = np.asarray(in_b, dtype=bool)
-    log_w = samples.log_weight
-    if in_a.shape != log_w.shape or in_b.shape != log_w.shape:
-        raise ValueError(f"state indicators must have shape {log_w.shape}, got {in_a.shape} and {in_b.shape}")
-    if n_bootstrap < 2:
-        raise ValueError(f"--bootstrap must be at least 2, got {n_bootstrap}")
-    finite = np.isfinite(log_w)
-    # weights relative to the largest, as the estimator uses them; far below it they are zero in float64
-    relative = np.exp(log_w - log_w[finite].max()) if finite.any() else np.zeros_like(log_w)
-    stats: dict[str, Any] = {}
-    for key, name, mask in (("a", names[0], in_a), ("b", names[1], in_b)):
-        n_in, n_finite = int(mask.sum()), int((mask & finite).sum())
-        if n_finite == 0:
-            raise ValueError(
-                f"state {name} contains no sample with a finite weight ({n_in} of {samples.n_requested} samples lie in it"
-                f"{', all with infinite energy' if n_in else ''}); the free-energy estimate would be meaningless"
-            )
-        if not (relative[mask] > 0).any():
-            raise ValueError(
-                f"state {name} contains no sample with a weight above 1e-308 of the largest ({n_in} of {samples.n_requested} "
-                "samples lie in it); its probability underflows and the free-energy estimate would be meaningless"
-            )
-        stats[f"n_{key}"] = n_in
-        stats[f"ess_{key}"] = kish_ess(log_w[mask]) * n_in
-    # zero-weight samples outside the coordinate domain take part in the bootstrap as they did in the draw
-    pad = np.zeros(samples.n_out_of_domain, dtype=bool)
-    estimate = state_free_energy_difference(
-        np.concatenate([in_a, pad]), np.concatenate([in_b, pad]), samples.all_log_weights, n_bootstrap=n_bootstrap, seed=seed
-    )
-    return {
-        "delta_f_kT": float(estimate.value),
-        "error_kT": float(estimate.error),
-        "kish_ess": samples.kish_ess(),
-        **stats,
-        "n_both": int((in_a & in_b).sum()),
-    }
-
-
 def _samples_and_molecule(args: argparse.Namespace):
     """The samples (drawn or read) and the system whose CVs and states apply, or None."""
-    from ..data import check_same_atoms
-    from ..systems import get_system, list_systems
+    from ..molecules.trajectories import check_same_atoms
+    from ..molecules.systems import get_system, list_systems
 
     source: Path = args.source
     if source.is_dir():
         samples, topology = load_samples(source)
         if args.system or args.structure:
-            molecule = resolve_molecule({}, args.system, args.structure, args.system_file, source)
+            molecule = resolve_system({}, args.system, args.structure, args.system_file, source)
         elif args.system_file is not None:
             raise ValueError("--system-file goes with --structure")
         else:
@@ -161,8 +85,8 @@ def _samples_and_molecule(args: argparse.Namespace):
         return samples, molecule, topology
     if not source.exists():
         raise FileNotFoundError(f"{source} not found; give a folder written by openmm-bg sample or a generator checkpoint (.pt)")
-    if args.n_samples < 1 or args.batch_size < 1:
-        raise ValueError(f"-n and --batch-size must be positive, got {args.n_samples} and {args.batch_size}")
+    ensure_count(args.n_samples, "-n")
+    ensure_count(args.batch_size, "--batch-size")
     generator, molecule, temperature, _ = load_checkpoint(source, system=args.system, structure=args.structure, system_file=args.system_file)
     samples = draw_samples(
         generator, args.n_samples, seed=args.seed, batch_size=args.batch_size, progress=not args.no_progress,
@@ -175,10 +99,10 @@ def _samples_and_molecule(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     """Run ``openmm-bg free-energy``; return the exit status."""
-    from ..states import CV_KINDS, bundled_reference, evaluate_states, parse_collective_variable, parse_state
+    from ..molecules.collective_variables import CV_SPEC_FORMS, parse_collective_variable
+    from ..molecules.states import bundled_reference, evaluate_states, parse_state
 
-    if args.bootstrap < 2:
-        raise ValueError(f"--bootstrap must be at least 2, got {args.bootstrap}")
+    ensure_count(args.bootstrap, "--bootstrap", 2)
     samples, molecule, topology = _samples_and_molecule(args)
     variables = dict(molecule.collective_variables) if molecule is not None else {}
     builtin_states = dict(molecule.states) if molecule is not None else {}
@@ -186,13 +110,15 @@ def run(args: argparse.Namespace) -> int:
     for spec in args.cv:
         name, cv = parse_collective_variable(spec, topology, box_lengths=box, reserved=variables)
         variables[name] = cv
-    hint = "; define more with --cv " + " or ".join(f"NAME={kind}:{','.join('ijkl'[:n])}" for kind, (n, _) in CV_KINDS.items())
+    hint = "; define more with --cv " + " or ".join(CV_SPEC_FORMS)
     state_a = parse_state(args.state_a, variables, builtin_states, label="state definition for --state-a", hint=hint)
     state_b = parse_state(args.state_b, variables, builtin_states, label="state definition for --state-b", hint=hint)
     in_a, in_b = evaluate_states([state_a, state_b], samples.positions)
     names = (f"A ({state_a.definition!r})", f"B ({state_b.definition!r})")
-    result = state_free_energy(samples, in_a, in_b, n_bootstrap=args.bootstrap, seed=args.seed, names=names)
-    kcal = kt_in_kcal_per_mol(samples.temperature_K)
+    result = state_free_energy(
+        samples.log_weight, in_a, in_b, n_out_of_domain=samples.n_out_of_domain, n_bootstrap=args.bootstrap, seed=args.seed, names=names
+    )
+    kcal = kt_kcalmol(samples.temperature_K)
     system_name = molecule.name if molecule is not None else samples.system
     reference = bundled_reference(system_name, state_a.definition, state_b.definition, samples.temperature_K)
 

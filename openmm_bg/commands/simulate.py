@@ -18,13 +18,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from .._validation import ensure_count
 
 __all__ = ["configure", "run"]
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the arguments of ``openmm-bg simulate`` to ``parser``."""
-    parser.add_argument("system", nargs="?", help="a ready-made system (see openmm_bg.systems.list_systems())")
+    parser.add_argument("system", nargs="?", help="a ready-made system (see openmm_bg.molecules.systems.list_systems())")
     parser.add_argument("-o", "--output", type=Path, required=True, help="trajectory to write (.dcd or .xtc)")
     own = parser.add_argument_group("your own system (instead of SYSTEM)")
     own.add_argument("--structure", type=Path, help="PDB (or inpcrd with --system PRMTOP) with topology and positions")
@@ -50,7 +51,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _molecular_system(args: argparse.Namespace):
-    from openmm_bg.systems import get_system, load_system
+    from ..molecules import get_system, load_system
 
     if args.system and args.structure:
         raise ValueError(f"give either a ready-made SYSTEM or --structure, not both (got {args.system!r} and {args.structure})")
@@ -70,7 +71,7 @@ def _with_start(mol, path: Path):
 
     import numpy as np
 
-    from openmm_bg.data import load_trajectory
+    from ..molecules.trajectories import load_trajectory
 
     if not path.is_file():
         raise FileNotFoundError(f"--start file not found: {path}")
@@ -80,21 +81,17 @@ def _with_start(mol, path: Path):
 
 def run(args: argparse.Namespace) -> int:
     """Run the simulation described by ``args``; return 0 on success."""
-    from openmm_bg.data import (
-        read_parallel_tempering,
-        repartition_hydrogen_mass,
-        run_md,
-        run_parallel_tempering,
-        save_topology,
-        save_trajectory,
-    )
+    from ..simulation.tempering import read_parallel_tempering, run_parallel_tempering
+    from ..simulation.langevin import repartition_hydrogen_mass
+    from ..simulation.dynamics import run_md
+    from ..molecules.trajectories import save_topology, save_trajectory
 
     if args.output.suffix.lower() not in (".dcd", ".xtc"):
         raise ValueError(f"--output must end in .dcd or .xtc, got {args.output.name}")
-    if args.frames < 1 or args.steps_per_frame < 1 or args.timestep <= 0:
-        raise ValueError(
-            f"--frames, --steps-per-frame and --timestep must be positive, got {args.frames}, {args.steps_per_frame}, {args.timestep}"
-        )
+    ensure_count(args.frames, "--frames")
+    ensure_count(args.steps_per_frame, "--steps-per-frame")
+    if not args.timestep > 0:
+        raise ValueError(f"--timestep must be positive, got {args.timestep}")
     mol = _molecular_system(args)
     if args.start is not None:
         mol = _with_start(mol, args.start)

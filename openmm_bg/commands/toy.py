@@ -16,7 +16,7 @@ __all__ = ["configure", "run"]
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from ..toy_demo import TOY_SYSTEMS, ToyDemoSettings
+    from ..recipes.toy import TOY_SYSTEMS, ToyDemoSettings
 
     defaults = ToyDemoSettings()
     parser.add_argument("system", nargs="?", default="double-well", choices=sorted(TOY_SYSTEMS), help="toy system (default: double-well)")
@@ -30,7 +30,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..toy_demo import ToyDemoSettings, plot_toy_demo, run_toy_demo
+    from ..recipes.toy import ToyDemoSettings, plot_toy_demo, run_toy_demo
 
     if args.quick:
         settings = ToyDemoSettings.reduced(args.system)

@@ -5,7 +5,7 @@ what constraints mean for reweighting.
 """
 
 from .constraints import constraint_metric_log_det, constraints_from_system, match_constraints, particle_masses
-from .guarded import CircularToReal, GuardedCoordinates
+from .guarded import CircularToReal, GuardedCoordinates, inverse_in_domain, principal_domain
 from .normalization import InternalCoordinateNormalization
 from .transform import CLAMP_EVENTS, InternalCoordinateTransform
 from .zmatrix import MAIN_CHAIN_ATOM_NAMES, build_zmatrix, validate_zmatrix
@@ -22,5 +22,7 @@ __all__ = [
     "InternalCoordinateNormalization",
     "GuardedCoordinates",
     "CircularToReal",
+    "principal_domain",
+    "inverse_in_domain",
     "CLAMP_EVENTS",
 ]

@@ -35,7 +35,8 @@ from torch import Tensor
 
 from ..flows.base import Bijection, check_flat
 from .constraints import constraints_from_system, match_constraints
-from .zmatrix import _as_mdtraj_topology, build_zmatrix, validate_zmatrix
+from ..topology import as_topology
+from .zmatrix import build_zmatrix, validate_zmatrix
 
 __all__ = ["InternalCoordinateTransform", "CLAMP_EVENTS"]
 
@@ -224,7 +225,7 @@ class InternalCoordinateTransform(Bijection):
         -------
         InternalCoordinateTransform
         """
-        top = _as_mdtraj_topology(topology)
+        top = as_topology(topology)
         zm = build_zmatrix(top) if zmatrix is None else validate_zmatrix(zmatrix, top.n_atoms)
         constraints: dict[tuple[int, int], float] = {}
         if system is not None:

@@ -19,7 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from ..topology import as_topology
+
 __all__ = ["build_zmatrix", "validate_zmatrix", "MAIN_CHAIN_ATOM_NAMES"]
+
 
 #: Atom names that form the main chain of protein and nucleic-acid residues.
 #: They are placed first, so that the backbone torsions (phi, psi, ...) are
@@ -31,20 +34,6 @@ MAIN_CHAIN_ATOM_NAMES: dict[str, frozenset[str]] = {
 
 # placement classes: lower is placed earlier
 _MAIN_CHAIN, _HEAVY, _HYDROGEN = 0, 1, 2
-
-
-def _as_mdtraj_topology(topology: Any):
-    import mdtraj
-
-    if isinstance(topology, mdtraj.Topology):
-        return topology
-    try:
-        import openmm.app
-    except ImportError:  # pragma: no cover - openmm is a hard dependency
-        openmm = None
-    if openmm is not None and isinstance(topology, openmm.app.Topology):
-        return mdtraj.Topology.from_openmm(topology)
-    raise TypeError(f"topology must be an mdtraj.Topology or an openmm.app.Topology, got {type(topology).__name__}")
 
 
 def _atom_class(atom) -> int:
@@ -94,7 +83,7 @@ def build_zmatrix(topology: Any) -> np.ndarray:
 
     Parameters
     ----------
-    topology : mdtraj.Topology or openmm.app.Topology
+    topology : mdtraj.Topology, openmm.app.Topology, or path
         One connected molecule with at least three atoms and its bonds.
 
     Returns
@@ -111,7 +100,7 @@ def build_zmatrix(topology: Any) -> np.ndarray:
         a z-matrix of your own, whose references may cross molecules, to
         :func:`validate_zmatrix`.
     """
-    top = _as_mdtraj_topology(topology)
+    top = as_topology(topology)
     n_atoms = top.n_atoms
     if n_atoms < 3:
         raise ValueError(f"a z-matrix needs at least 3 atoms, the topology has {n_atoms}")

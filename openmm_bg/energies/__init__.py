@@ -1,23 +1,36 @@
-"""Reduced energies: the contract, analytic toys and the OpenMM bridge."""
+"""Reduced energies: the contract, analytic toys and the OpenMM bridge.
 
-from .base import Energy, as_energy
-from .openmm_bridge import EnergyResult, OpenMMEnergy, choose_platform, reduced_energies
-from .toy_systems import double_well_system, mueller_brown_system
-from .toys import DoubleWell, MuellerBrown
-from .workers import WorkerCrashedError, WorkerError, WorkerTimeoutError
+Names load on first use: the OpenMM worker processes import
+:mod:`openmm_bg.energies._worker`, and an eager import here would make each of them
+import torch for nothing.
+"""
 
-__all__ = [
-    "Energy",
-    "as_energy",
-    "DoubleWell",
-    "MuellerBrown",
-    "OpenMMEnergy",
-    "EnergyResult",
-    "choose_platform",
-    "reduced_energies",
-    "double_well_system",
-    "mueller_brown_system",
-    "WorkerError",
-    "WorkerTimeoutError",
-    "WorkerCrashedError",
-]
+import importlib
+
+_LAZY = {
+    "Energy": "base",
+    "as_energy": "base",
+    "DoubleWell": "toys",
+    "MuellerBrown": "toys",
+    "OpenMMEnergy": "openmm_bridge",
+    "EnergyResult": "openmm_bridge",
+    "choose_platform": "openmm_bridge",
+    "reduced_energies": "openmm_bridge",
+    "double_well_system": "toy_systems",
+    "mueller_brown_system": "toy_systems",
+    "WorkerError": "workers",
+    "WorkerTimeoutError": "workers",
+    "WorkerCrashedError": "workers",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'openmm_bg.energies' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

@@ -16,7 +16,7 @@ to drop or regularise the ``~torch.isfinite(u)`` samples.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import math
+import copy
 import uuid
 import warnings
 import weakref
@@ -28,6 +28,7 @@ import openmm
 import torch
 from torch import Tensor
 
+from .._validation import ensure_count, ensure_positive
 from ..units import as_kelvin, kt_kjmol, positions_nm
 from .base import Energy
 from .workers import ContextEvaluator, ContextSpec, WorkerPool
@@ -177,8 +178,7 @@ class OpenMMEnergy(Energy):
                 "the energy, so a flow that moves every atom needs a System built with constraints=None",
                 stacklevel=2,
             )
-        if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 0:
-            raise ValueError(f"n_workers must be an int >= 0, got {n_workers!r}")
+        n_workers = ensure_count(n_workers, "n_workers", minimum=0)
         if executor is not None and n_workers == 0:
             raise ValueError("executor= needs n_workers >= 1: the number of chunks each batch is split into")
         available = _available_platforms()
@@ -221,9 +221,7 @@ class OpenMMEnergy(Energy):
 
     @timeout.setter
     def timeout(self, value: float) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise ValueError(f"timeout must be a finite positive number of seconds, got {value!r}")
-        self._timeout = float(value)
+        self._timeout = ensure_positive(value, "timeout", "seconds")
 
     @property
     def pool(self) -> WorkerPool | None:
@@ -335,8 +333,9 @@ def reduced_energies(
     positions: np.ndarray,
     *,
     platform: str | None = None,
+    box_vectors: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Reduced energies of numpy positions in one call, in this process.
+    """Reduced energies ``U(x) / kT`` of numpy positions in one call, in this process.
 
     Builds a Context for the call; keep an :class:`OpenMMEnergy` and use its
     :meth:`~OpenMMEnergy.reduced_energy` when calling repeatedly.
@@ -345,15 +344,26 @@ def reduced_energies(
     ----------
     system : openmm.System
     temperature : float (K) or openmm.unit.Quantity
-    positions : ndarray, shape (batch, n_atoms, 3) or (n_atoms, 3), nm
+    positions : ndarray or openmm.unit.Quantity, shape (n_frames, n_atoms, 3) or (n_atoms, 3), nm
+        One configuration of shape (n_atoms, 3) is a batch of one.
     platform : str, optional
+        By default :func:`choose_platform` picks one.
+    box_vectors : ndarray, shape (3, 3), nm, optional
+        Periodic box (rows a, b, c) instead of the System's default box.
 
     Returns
     -------
-    ndarray, shape (batch,), float64, kT, or a float for one configuration of shape (n_atoms, 3)
+    ndarray, shape (n_frames,), float64, kT
+        ``+inf`` for a frame OpenMM cannot evaluate (non-finite positions, an
+        OpenMM error, a non-finite energy), never a finite stand-in.
     """
     array = positions_nm(positions)
-    single = array.ndim == 2
-    energy = OpenMMEnergy(system, temperature, platform=platform)
-    u = energy.reduced_energy(array[None] if single else array)
-    return float(u[0]) if single else u
+    if array.ndim == 2:
+        array = array[None]
+    if box_vectors is not None:
+        box = np.asarray(box_vectors, dtype=np.float64)
+        if box.shape != (3, 3):
+            raise ValueError(f"box_vectors must have shape (3, 3) in nm, got {box.shape}")
+        system = copy.deepcopy(system)
+        system.setDefaultPeriodicBoxVectors(*(openmm.Vec3(*row) for row in box))
+    return OpenMMEnergy(system, temperature, platform=platform).reduced_energy(array)

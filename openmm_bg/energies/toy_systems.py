@@ -18,10 +18,10 @@ with integrator variables such as openmmtools' ``a``, ``b`` and ``kT``.
 
 from __future__ import annotations
 
-import math
 
 import openmm
 
+from .._validation import ensure_positive
 from ..units import kt_kjmol
 from .toys import DoubleWell, MuellerBrown
 
@@ -29,10 +29,9 @@ __all__ = ["double_well_system", "mueller_brown_system"]
 
 
 def _one_particle_system(expression: str, parameters: dict[str, float], mass: float) -> openmm.System:
-    if isinstance(mass, bool) or not isinstance(mass, (int, float)) or not math.isfinite(mass) or mass <= 0:
-        raise ValueError(f"mass must be a finite positive number of amu, got {mass!r}")
+    mass = ensure_positive(mass, "mass", "amu")
     system = openmm.System()
-    system.addParticle(float(mass))
+    system.addParticle(mass)
     force = openmm.CustomExternalForce(expression)
     for name, value in parameters.items():
         force.addGlobalParameter(name, float(value))

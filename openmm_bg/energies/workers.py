@@ -6,7 +6,7 @@ or dead worker into a :class:`WorkerTimeoutError` or :class:`WorkerCrashedError`
 When it owns its executor (a local ``spawn`` process pool) it then kills the
 workers, and the next call starts fresh ones; it also moves positions and
 forces through shared memory instead of pickling them.  The worker side (one
-Context per worker, the token cache) is :mod:`openmm_bg._openmm_worker`; its
+Context per worker, the token cache) is :mod:`openmm_bg.energies._worker`; its
 public names are re-exported here.
 
 Workers are started with ``spawn``: a forked CPU-platform Context can hang.
@@ -25,7 +25,8 @@ from multiprocessing import shared_memory
 
 import numpy as np
 
-from .._openmm_worker import ChunkResult, ContextEvaluator, ContextSpec, SharedChunk, evaluate_task, install_specs
+from .._validation import ensure_count
+from ._worker import ChunkResult, ContextEvaluator, ContextSpec, SharedChunk, evaluate_task, install_specs
 
 __all__ = [
     "ContextSpec",
@@ -99,8 +100,7 @@ class WorkerPool:
     """
 
     def __init__(self, n_workers: int, executor: cf.Executor | None = None, specs: dict[str, ContextSpec] | None = None):
-        if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1:
-            raise ValueError(f"n_workers must be an int >= 1, got {n_workers!r}")
+        n_workers = ensure_count(n_workers, "n_workers")
         if executor is not None and not callable(getattr(executor, "submit", None)):
             raise TypeError(f"executor must be a concurrent.futures.Executor, got {type(executor).__name__}")
         self.n_workers = n_workers

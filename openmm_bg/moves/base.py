@@ -30,7 +30,9 @@ import openmm.unit as unit
 import torch
 from openmmtools.mcmc import MCMCMove
 
-from ..generator import BoltzmannGenerator, load_generator
+from .._validation import ensure_count
+from ..generator.checkpoints import load_generator
+from ..generator.model import BoltzmannGenerator
 from .proposals import rigid_frame_atoms
 
 __all__ = ["GeneratorMoveBase", "clear_generator_cache"]
@@ -100,8 +102,8 @@ class GeneratorMoveBase(MCMCMove):
                 raise ValueError(f"checkpoint {checkpoint} does not hold the weights of the given generator")
         if len(generator.event_shape) != 2 or generator.event_shape[1] != 3:
             raise ValueError(f"the generator must make configurations of shape (n_particles, 3), got event_shape {generator.event_shape}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
-            raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
+        if seed is not None:
+            seed = ensure_count(seed, "seed", minimum=0)
         self._generator = generator
         self._checkpoint = None if checkpoint is None else str(Path(checkpoint).resolve())
         self._entropy = int(np.random.SeedSequence(seed).entropy)

@@ -9,9 +9,10 @@ import numpy as np
 import openmm.unit as unit
 import torch
 
-from ..generator import BoltzmannGenerator
+from .._validation import ensure_count
+from ..generator.model import BoltzmannGenerator
 from .base import GeneratorMoveBase
-from .proposals import generator_dtype, inverse_with_domain, place_in_frame
+from .proposals import generator_dtype, place_in_frame
 
 __all__ = ["BoltzmannGeneratorMove"]
 
@@ -71,11 +72,9 @@ class BoltzmannGeneratorMove(GeneratorMoveBase):
         seed: int | None = None,
     ):
         super().__init__(generator, checkpoint=checkpoint, seed=seed)
-        if isinstance(n_proposals, bool) or not isinstance(n_proposals, (int, np.integer)) or n_proposals < 1:
-            raise ValueError(f"n_proposals must be a positive integer, got {n_proposals!r}")
         if reference_temperature is not None and not (np.isfinite(reference_temperature) and reference_temperature > 0):
             raise ValueError(f"reference_temperature must be a positive number of kelvin or None, got {reference_temperature!r}")
-        self.n_proposals = int(n_proposals)
+        self.n_proposals = ensure_count(n_proposals, "n_proposals")
         self.reference_temperature = None if reference_temperature is None else float(reference_temperature)
 
     def relative_temperature(self, thermodynamic_state: Any) -> float:
@@ -104,11 +103,10 @@ class BoltzmannGeneratorMove(GeneratorMoveBase):
         dtype = generator_dtype(generator)
         with torch.no_grad():
             log_p_old = float(generator.log_prob(torch.as_tensor(x_old, dtype=dtype)[None], tau)[0])
-            z = generator.prior.sample(self.n_proposals, tau, generator=torch_generator, dtype=dtype)
-            x_new, ladj_zx, in_domain = inverse_with_domain(generator, z)
-            log_p_new = (generator.prior.log_prob(z, tau) - ladj_zx).double().numpy()
-        x_new = x_new.double().numpy()
-        in_domain = in_domain.numpy()
+            x_new, _, log_p_new = generator.propose(self.n_proposals, tau, generator=torch_generator)
+        x_new, log_p_new = x_new.double().numpy(), log_p_new.double().numpy()
+        # propose marks the rows outside the principal domain with a NaN density
+        in_domain = np.isfinite(log_p_new)
         if self.frame_atoms is not None and in_domain.any():
             x_new[in_domain] = place_in_frame(x_new[in_domain], x_old, self.frame_atoms)
         u_new = self._reduced_potentials(thermodynamic_state, context, x_new, in_domain)

@@ -1,4 +1,7 @@
-"""Random-walk Metropolis in the generator's latent space (Noe et al. 2019, adaptive sampling).
+"""Random-walk Metropolis in the generator's latent space.
+
+Latent-space Metropolis follows the adaptive sampling of Noé, Olsson, Köhler & Wu,
+Science 365, eaaw1147 (2019).
 
 From a configuration ``x`` with latent ``z = T_xz(x)``, propose ``z' = z + s N(0, I)``
 and ``x' = T_zx(z')``.  The walk is symmetric in ``z``, and the target density of
@@ -7,9 +10,9 @@ and ``x' = T_zx(z')``.  The walk is symmetric in ``z``, and the target density o
 .. math:: \\min\\{1, \\exp(-[u(x') - u(x)] + \\log R_{zx}(z') + \\log R_{xz}(x))\\}
 
 where ``R_zx = |det dT_zx/dz|`` at the proposal and ``R_xz = |det dT_xz/dx|`` at the
-current configuration: both Jacobians, no prior.  (Seed notes write the last term
-with the opposite sign; with ``R_xz(x) = 1 / R_zx(z)`` the form above is the one
-that satisfies detailed balance, which the tests check.)
+current configuration: both Jacobians, no prior.  (The last term is sometimes
+written with the opposite sign; with ``R_xz(x) = 1 / R_zx(z)`` the form above is the
+one that satisfies detailed balance, which the tests check.)
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..generator import BoltzmannGenerator
+from .._validation import ensure_count
+from ..generator.model import BoltzmannGenerator
 from .base import GeneratorMoveBase
 from .proposals import generator_dtype, inverse_with_domain, place_in_frame
 
@@ -94,14 +98,11 @@ class LatentMetropolisMove(GeneratorMoveBase):
         super().__init__(generator, checkpoint=checkpoint, seed=seed)
         if not (np.isfinite(step_size) and step_size > 0):
             raise ValueError(f"step_size must be a positive number, got {step_size!r}")
-        for name, value in (("n_steps", n_steps), ("adapt_steps", adapt_steps)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < (1 if name == "n_steps" else 0):
-                raise ValueError(f"{name} must be a {'positive' if name == 'n_steps' else 'non-negative'} integer, got {value!r}")
         if not 0 < target_acceptance < 1:
             raise ValueError(f"target_acceptance must lie in (0, 1), got {target_acceptance!r}")
         self.step_size = float(step_size)
-        self.n_steps = int(n_steps)
-        self.adapt_steps = int(adapt_steps)
+        self.n_steps = ensure_count(n_steps, "n_steps")
+        self.adapt_steps = ensure_count(adapt_steps, "adapt_steps", minimum=0)
         self.target_acceptance = float(target_acceptance)
         self.n_adapted = 0
 

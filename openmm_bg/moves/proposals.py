@@ -3,13 +3,15 @@
 Two details decide whether a Metropolis-Hastings move built on a generator is exact:
 
 * **Domain.**  A RealNVP flow in front of an internal-coordinate layer can produce
-  negative bonds, angles outside [0, pi], or torsions outside [-pi, pi].  The first
+  negative bonds, angles outside [0, pi], or torsions outside one turn.  The first
   two cannot be turned into positions at all.  The third can, but the resulting
   configuration is also reached from its wrapped torsion, so its true proposal
   density is a sum over periodic images, not :meth:`BoltzmannGenerator.log_prob`.
-  :func:`inverse_with_domain` marks all three kinds as invalid; a move that rejects
-  them samples exactly with the density that ``log_prob`` computes (the proposal is
-  the generator restricted to the principal domain, the rest becomes "stay").
+  :func:`inverse_with_domain` marks all three kinds as invalid with the one domain
+  check, :func:`openmm_bg.coordinates.guarded.principal_domain` (normalised torsions
+  in the half-open turn [-1, 1)); a move that rejects them samples exactly with the
+  density that ``log_prob`` computes (the proposal is the generator restricted to
+  the principal domain, the rest becomes "stay").
 * **Frame.**  With the rigid body removed, a configuration comes out in a canonical
   pose.  :func:`place_in_frame` moves it, rigidly, into the pose of the current
   configuration (same first atom, same orientation of the first three z-matrix
@@ -19,15 +21,14 @@ Two details decide whether a Metropolis-Hastings move built on a generator is ex
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from torch import Tensor
 
 from ..coordinates import InternalCoordinateTransform
-from ..flows.base import Bijection, Inverse, Sequential
-from ..generator import BoltzmannGenerator
+from ..coordinates.guarded import inverse_in_domain
+from ..flows.base import Bijection
+from ..generator.model import BoltzmannGenerator
 
 __all__ = [
     "internal_coordinate_layers",
@@ -74,39 +75,12 @@ def generator_dtype(generator: BoltzmannGenerator) -> torch.dtype:
     return torch.float32
 
 
-def _principal_domain(layer: InternalCoordinateTransform, q: Tensor) -> Tensor:
-    ok = layer.in_domain(q)
-    periodic = q[:, layer.circular]
-    # torsions beyond [-pi, pi] are images of valid ones; their density is not log_prob's
-    return ok & (periodic.abs() <= math.pi).all(dim=1)
-
-
-def _inverse_rows(layer: Bijection, z: Tensor, rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Invert ``layer`` on the rows that are still valid; return (x, ladj, rows) for the survivors."""
-    if isinstance(layer, Sequential):
-        ladj = z.new_zeros(z.shape[0])
-        for sub in reversed(layer.layers):
-            if z.shape[0] == 0:
-                break
-            z, step, kept = _inverse_rows(sub, z, torch.arange(z.shape[0]))
-            ladj = ladj[kept] + step
-            rows = rows[kept]
-        return z, ladj, rows
-    if isinstance(layer, Inverse):
-        raise TypeError("inverse_with_domain cannot see inside an Inverse layer; compose layers with Sequential")
-    ok = torch.isfinite(z.reshape(z.shape[0], -1)).all(dim=1)
-    if isinstance(layer, InternalCoordinateTransform):
-        ok &= _principal_domain(layer, torch.where(ok[:, None], z, torch.zeros_like(z)))
-    keep = torch.nonzero(ok).flatten()
-    if keep.numel() == 0:
-        return z[keep], z.new_zeros(0), keep
-    x, ladj = layer.inverse(z[keep])
-    finite = torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1) & torch.isfinite(ladj)
-    return x[finite], ladj[finite], keep[finite]
-
-
 def inverse_with_domain(generator: BoltzmannGenerator, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Map latents to configurations, marking those that cannot be used exactly.
+
+    :func:`~openmm_bg.coordinates.guarded.inverse_in_domain` on the generator's flow,
+    shaped as the generator's configurations: the same domain check as every other
+    sampling path.
 
     Parameters
     ----------
@@ -120,19 +94,11 @@ def inverse_with_domain(generator: BoltzmannGenerator, z: Tensor) -> tuple[Tenso
     ladj_zx : Tensor, shape (n,)
         ``log |det dx/dz|``; NaN in invalid rows.
     valid : BoolTensor, shape (n,)
-        False where a layer produced a non-finite value or an internal-coordinate
-        vector outside the principal domain (see the module docstring).
+        False where a layer produced a non-finite value or coordinates outside the
+        principal domain (see the module docstring).
     """
-    n = z.shape[0]
-    x_ok, ladj_ok, rows = _inverse_rows(generator.flow, z, torch.arange(n))
-    x = torch.full((n, *generator.event_shape), float("nan"), dtype=z.dtype)
-    ladj = torch.full((n,), float("nan"), dtype=z.dtype)
-    valid = torch.zeros(n, dtype=torch.bool)
-    if rows.numel():
-        x[rows] = x_ok.reshape(rows.numel(), *generator.event_shape).to(z.dtype)
-        ladj[rows] = ladj_ok.to(z.dtype)
-        valid[rows] = True
-    return x, ladj, valid
+    x, ladj, valid = inverse_in_domain(generator.flow, z)
+    return x.reshape(z.shape[0], *generator.event_shape), ladj, valid
 
 
 def _frames(x: np.ndarray, atoms: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,34 @@
+"""Estimates from weighted samples and works, on plain arrays: reweighting, free energies, diagnostics."""
+
+from .free_energy import StateFreeEnergies, bar, bar_through_latent, fep, kl_bound, latent_works, macrostate_free_energy, mbar
+from .reweighting import (
+    Estimate,
+    FreeEnergyProfile,
+    free_energy_profile,
+    kish_ess,
+    log_importance_weights,
+    normalized_weights,
+    state_free_energy_difference,
+    weighted_mean,
+)
+from .states import state_free_energy
+
+__all__ = [
+    "Estimate",
+    "FreeEnergyProfile",
+    "log_importance_weights",
+    "normalized_weights",
+    "kish_ess",
+    "weighted_mean",
+    "free_energy_profile",
+    "state_free_energy_difference",
+    "state_free_energy",
+    "fep",
+    "bar",
+    "latent_works",
+    "bar_through_latent",
+    "macrostate_free_energy",
+    "kl_bound",
+    "mbar",
+    "StateFreeEnergies",
+]

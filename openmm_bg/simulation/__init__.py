@@ -1,0 +1,17 @@
+"""Reference simulations with openmmtools: Langevin MD and parallel tempering, both resumable."""
+
+from .dynamics import checkpoint_path, run_md
+from .langevin import SeededLangevinMove, derive_seed, repartition_hydrogen_mass
+from .tempering import TemperingData, energy_evaluations, read_parallel_tempering, run_parallel_tempering
+
+__all__ = [
+    "run_md",
+    "checkpoint_path",
+    "run_parallel_tempering",
+    "read_parallel_tempering",
+    "TemperingData",
+    "energy_evaluations",
+    "SeededLangevinMove",
+    "derive_seed",
+    "repartition_hydrogen_mass",
+]
