@@ -178,7 +178,7 @@ def test_load_system_from_prmtop_and_forcefield(systems):
     import openmmtools
 
     folder = os.path.join(os.path.dirname(openmmtools.__file__), "data", "alanine-dipeptide-gbsa")
-    own = load_system(os.path.join(folder, "alanine-dipeptide.crd"), os.path.join(folder, "alanine-dipeptide.prmtop"))
+    own = load_system(os.path.join(folder, "alanine-dipeptide.crd"), os.path.join(folder, "alanine-dipeptide.prmtop"), implicit_solvent="none")
     assert own.topology.n_atoms == 22 and np.isfinite(own.reduced_potential(own.positions)).all()
     assert own.system.getNumConstraints() == 0
     trp = systems["trpzip2-implicit"]

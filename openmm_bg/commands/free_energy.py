@@ -6,9 +6,14 @@ exactly as ``openmm-bg sample`` draws them (nothing is written then).
 
 A state is the name of a built-in state of the system (``phi_negative``,
 ``phi_positive`` for alanine dipeptide) or a boolean expression over collective
-variables: the system's own (``phi``, ``psi`` for alanine dipeptide, radians) and
-any defined with ``--cv NAME=dihedral:i,j,k,l`` (radians) or
-``--cv NAME=distance:i,j`` (nm), with atom indices counted from 0.  Expressions
+variables: the system's own (``phi``, ``psi`` for alanine dipeptide, radians), the
+named ones of any peptide or protein (``phi_ALA2`` or ``phi_2`` by residue name and
+number, ``psi_...``, ``chi1_TRP2`` ... ``chi4_...`` in radians, ``rg``, ``rmsd_ca`` in nm
+and ``q_native`` against the system's initial positions; see
+:mod:`openmm_bg.molecules.named_cvs`), and any defined with
+``--cv NAME=dihedral:i,j,k,l`` (radians) or ``--cv NAME=distance:i,j`` (nm), with atom
+indices counted from 0.  ``--list-cvs`` prints them (name, kind, atoms, unit) and
+the built-in states, and exits without sampling.  Expressions
 take comparisons (chains too), and/or/not, + - * /, numbers and the constants
 ``pi`` and ``deg`` (pi/180), e.g. ``"phi > 0"``, ``"-pi < psi < 0"``,
 ``"phi > 30*deg and not (d < 0.35)"``; see :mod:`openmm_bg.molecules.states` and
@@ -39,7 +44,7 @@ from ..analysis.states import state_free_energy
 from ..molecules.loading import resolve_system
 from ..sampling import draw_samples, load_checkpoint, load_samples, report_lines
 from ..units import kt_kcalmol
-from .sample import add_system_arguments
+from ._options import add_system_arguments, hamiltonian_keywords, reporting_hamiltonian
 
 __all__ = ["configure", "run"]
 
@@ -47,8 +52,11 @@ __all__ = ["configure", "run"]
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the arguments of ``openmm-bg free-energy``."""
     parser.add_argument("source", type=Path, metavar="SOURCE", help="a folder written by openmm-bg sample, or a generator checkpoint (.pt) to sample from")
-    parser.add_argument("--state-a", required=True, metavar="DEF", help="state A: a built-in state name or an expression such as 'phi < 0'")
-    parser.add_argument("--state-b", required=True, metavar="DEF", help="state B: a built-in state name or an expression such as 'phi > 0'")
+    parser.add_argument("--state-a", metavar="DEF", help="state A (required): a built-in state name or an expression such as 'phi < 0'")
+    parser.add_argument("--state-b", metavar="DEF", help="state B (required): a built-in state name or an expression such as 'phi > 0'")
+    parser.add_argument(
+        "--list-cvs", action="store_true", help="print the collective variables and built-in states SOURCE's molecule offers, and exit without sampling"
+    )
     parser.add_argument(
         "--cv", action="append", default=[], metavar="NAME=KIND:ATOMS",
         help="an extra collective variable for the expressions: NAME=dihedral:i,j,k,l (radians) or NAME=distance:i,j (nm); repeatable",
@@ -57,13 +65,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the latent draws and of the bootstrap (default 0)")
     parser.add_argument("--batch-size", type=int, default=10000, help="samples per batch when sampling (default 10000)")
     parser.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for the error (default 200)")
-    add_system_arguments(parser)
+    add_system_arguments(parser, hamiltonian=True)
     parser.add_argument("--output", "-o", type=Path, help="also write the numbers to this JSON file")
     parser.add_argument("--no-progress", action="store_true")
 
 
-def _samples_and_molecule(args: argparse.Namespace):
-    """The samples (drawn or read) and the system whose CVs and states apply, or None."""
+def _samples_and_molecule(args: argparse.Namespace, draw: bool = True):
+    """The samples (drawn or read; None from a checkpoint unless ``draw``), the system whose CVs and states apply or None, the topology."""
     from ..molecules.trajectories import check_same_atoms
     from ..molecules.systems import get_system, list_systems
 
@@ -71,7 +79,11 @@ def _samples_and_molecule(args: argparse.Namespace):
     if source.is_dir():
         samples, topology = load_samples(source)
         if args.system or args.structure:
-            molecule = resolve_system({}, args.system, args.structure, args.system_file, source)
+            molecule = reporting_hamiltonian(
+                "free-energy",
+                lambda: resolve_system({}, args.system, args.structure, args.system_file, source, **hamiltonian_keywords(args)),
+                own_files=args.structure is not None,
+            )
         elif args.system_file is not None:
             raise ValueError("--system-file goes with --structure")
         else:
@@ -87,7 +99,13 @@ def _samples_and_molecule(args: argparse.Namespace):
         raise FileNotFoundError(f"{source} not found; give a folder written by openmm-bg sample or a generator checkpoint (.pt)")
     ensure_count(args.n_samples, "-n")
     ensure_count(args.batch_size, "--batch-size")
-    generator, molecule, temperature, _ = load_checkpoint(source, system=args.system, structure=args.structure, system_file=args.system_file)
+    generator, molecule, temperature, _ = reporting_hamiltonian(
+        "free-energy",
+        lambda: load_checkpoint(source, system=args.system, structure=args.structure, system_file=args.system_file, **hamiltonian_keywords(args)),
+        own_files=args.structure is not None, describe=lambda loaded: loaded[1].description,
+    )
+    if not draw:
+        return None, molecule, molecule.topology
     samples = draw_samples(
         generator, args.n_samples, seed=args.seed, batch_size=args.batch_size, progress=not args.no_progress,
         system=molecule.name, temperature_K=temperature,
@@ -97,20 +115,61 @@ def _samples_and_molecule(args: argparse.Namespace):
     return samples, molecule, molecule.topology
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run ``openmm-bg free-energy``; return the exit status."""
-    from ..molecules.collective_variables import CV_SPEC_FORMS, parse_collective_variable
-    from ..molecules.states import bundled_reference, evaluate_states, parse_state
+def _collective_variables(args: argparse.Namespace, molecule, topology) -> dict:
+    """The system's own collective variables, the named ones of its topology, and those of --cv.
 
-    ensure_count(args.bootstrap, "--bootstrap", 2)
-    samples, molecule, topology = _samples_and_molecule(args)
-    variables = dict(molecule.collective_variables) if molecule is not None else {}
-    builtin_states = dict(molecule.states) if molecule is not None else {}
+    A --cv may reuse a name of the named ones (``--cv phi=dihedral:...`` as before they
+    existed), not that of a system's own or of another --cv.
+    """
+    from ..molecules.collective_variables import parse_collective_variable
+    from ..molecules.named_cvs import standard_collective_variables
+
+    if molecule is None:
+        own: dict = {}
+        variables = standard_collective_variables(topology)
+    else:
+        # the system's own take precedence (a ready-made system keeps its rmsd_ca and states)
+        own = dict(molecule.collective_variables)
+        variables = {**standard_collective_variables(molecule.topology, molecule.positions), **own}
     box = None if molecule is None or molecule.box_vectors is None else np.diag(molecule.box_vectors)
     for spec in args.cv:
-        name, cv = parse_collective_variable(spec, topology, box_lengths=box, reserved=variables)
-        variables[name] = cv
-    hint = "; define more with --cv " + " or ".join(CV_SPEC_FORMS)
+        name, cv = parse_collective_variable(spec, topology, box_lengths=box, reserved=own)
+        own[name] = variables[name] = cv
+    return variables
+
+
+def _list_collective_variables(args: argparse.Namespace) -> int:
+    """Print what ``--list-cvs`` prints; return 0."""
+    from ..molecules.named_cvs import describe_collective_variable
+
+    samples, molecule, topology = _samples_and_molecule(args, draw=False)
+    variables = _collective_variables(args, molecule, topology)
+    name = molecule.name if molecule is not None else (samples.system or str(args.source))
+    print(f"collective variables of {name}: {len(variables)}" + ("" if variables else " (define some with --cv)"))
+    rows = [(key, *describe_collective_variable(cv)) for key, cv in variables.items()]
+    widths = [max(len(row[i]) for row in rows + [("name", "kind", "atoms", "unit")]) for i in range(4)]
+    for row in [("name", "kind", "atoms", "unit"), *rows]:
+        print("  ".join(text.ljust(width) for text, width in zip(row, widths)).rstrip())
+    states = sorted(molecule.states) if molecule is not None else []
+    print(f"built-in states: {', '.join(states) if states else 'none'}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``openmm-bg free-energy``; return the exit status."""
+    from ..molecules.collective_variables import CV_SPEC_FORMS
+    from ..molecules.states import bundled_reference, evaluate_states, parse_state
+
+    if args.list_cvs:
+        return _list_collective_variables(args)
+    missing = [flag for flag, value in (("--state-a", args.state_a), ("--state-b", args.state_b)) if value is None]
+    if missing:
+        raise ValueError(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required (or --list-cvs to see the collective variables)")
+    ensure_count(args.bootstrap, "--bootstrap", 2)
+    samples, molecule, topology = _samples_and_molecule(args)
+    variables = _collective_variables(args, molecule, topology)
+    builtin_states = dict(molecule.states) if molecule is not None else {}
+    hint = f"; list them with openmm-bg free-energy --list-cvs {args.source}; define more with --cv " + " or ".join(CV_SPEC_FORMS)
     state_a = parse_state(args.state_a, variables, builtin_states, label="state definition for --state-a", hint=hint)
     state_b = parse_state(args.state_b, variables, builtin_states, label="state definition for --state-b", hint=hint)
     in_a, in_b = evaluate_states([state_a, state_b], samples.positions)

@@ -11,16 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from ..sampling import SAMPLE_FILES, draw_samples, load_checkpoint, report_lines, save_samples
+from ._options import add_system_arguments, hamiltonian_keywords, reporting_hamiltonian
 
 __all__ = ["configure", "run", "add_system_arguments"]
-
-
-def add_system_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options that choose the system whose energy weights the samples."""
-    parser.add_argument("--system", help="a named system (see openmm_bg.molecules.systems.list_systems) instead of the one in the checkpoint")
-    parser.add_argument("--structure", type=Path, help="your own PDB (or .inpcrd with --system-file .prmtop) instead of a named system")
-    parser.add_argument("--system-file", type=Path, help="serialized System (.xml) or Amber .prmtop for --structure")
-
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +23,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", "-o", type=Path, default=Path("openmm-bg-samples"), help="output folder (default ./openmm-bg-samples)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the latent draws (default 0)")
     parser.add_argument("--batch-size", type=int, default=10000, help="samples per batch (default 10000)")
-    add_system_arguments(parser)
+    add_system_arguments(parser, hamiltonian=True)
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -39,7 +32,11 @@ def run(args: argparse.Namespace) -> int:
     """Run ``openmm-bg sample``; return the exit status."""
     if args.n_samples < 1 or args.batch_size < 1:
         raise ValueError(f"-n and --batch-size must be positive, got {args.n_samples} and {args.batch_size}")
-    generator, molecule, temperature, _ = load_checkpoint(args.checkpoint, system=args.system, structure=args.structure, system_file=args.system_file)
+    generator, molecule, temperature, _ = reporting_hamiltonian(
+        "sample",
+        lambda: load_checkpoint(args.checkpoint, system=args.system, structure=args.structure, system_file=args.system_file, **hamiltonian_keywords(args)),
+        own_files=args.structure is not None, describe=lambda loaded: loaded[1].description,
+    )
     samples = draw_samples(
         generator, args.n_samples, seed=args.seed, batch_size=args.batch_size, progress=not args.no_progress,
         system=molecule.name, temperature_K=temperature,

@@ -9,7 +9,8 @@ Examples::
 
     openmm-bg simulate ala2-vacuum -o ala2.dcd --frames 10000 --steps-per-frame 1000 --timestep 0.001
     openmm-bg simulate ala2-vacuum -o pt.dcd --temperatures 300 400 550 750 1000 --frames 2000
-    openmm-bg simulate --structure mine.pdb --system mine.xml -o mine.dcd --frames 500
+    openmm-bg simulate --structure mine.pdb --system-file mine.xml -o mine.dcd --frames 500
+    openmm-bg simulate --structure ala2.crd --system-file ala2.prmtop --implicit-solvent OBC1 -o ala2.dcd
 """
 
 from __future__ import annotations
@@ -19,18 +20,15 @@ import sys
 from pathlib import Path
 
 from .._validation import ensure_count
+from ._options import add_system_arguments, resolve_command_system
 
 __all__ = ["configure", "run"]
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the arguments of ``openmm-bg simulate`` to ``parser``."""
-    parser.add_argument("system", nargs="?", help="a ready-made system (see openmm_bg.molecules.systems.list_systems())")
+    add_system_arguments(parser, positional=True, hamiltonian=True, hydrogen_mass=True)
     parser.add_argument("-o", "--output", type=Path, required=True, help="trajectory to write (.dcd or .xtc)")
-    own = parser.add_argument_group("your own system (instead of SYSTEM)")
-    own.add_argument("--structure", type=Path, help="PDB (or inpcrd with --system PRMTOP) with topology and positions")
-    own.add_argument("--system-file", type=Path, help="serialized System (.xml) or Amber .prmtop")
-    own.add_argument("--forcefield", nargs="+", help="OpenMM force-field files, e.g. amber14-all.xml implicit/gbn2.xml")
     parser.add_argument(
         "--start", type=Path,
         help="start from the positions in this PDB or trajectory (last frame) instead of the system's own; atoms must match",
@@ -42,7 +40,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="1/ps; default 1 for MD, 10 for parallel tempering, whose replicas redraw velocities every iteration")
     parser.add_argument("--temperature", type=float, help="K; default: the system's")
     parser.add_argument("--temperatures", type=float, nargs="+", help="K, increasing: run parallel tempering")
-    parser.add_argument("--hydrogen-mass", type=float, help="Da; repartition hydrogen masses (keeps equilibrium)")
     parser.add_argument("--equilibration-steps", type=int, default=0, help="MD steps discarded before the first frame")
     parser.add_argument("--platform", help="OpenMM platform; default: the system's recommended one")
     parser.add_argument("--seed", type=int, default=0)
@@ -51,18 +48,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _molecular_system(args: argparse.Namespace):
-    from ..molecules import get_system, load_system
-
     if args.system and args.structure:
         raise ValueError(f"give either a ready-made SYSTEM or --structure, not both (got {args.system!r} and {args.structure})")
-    if args.system:
-        return get_system(args.system)
-    if not args.structure:
-        raise ValueError("give a ready-made SYSTEM name or --structure with --system-file or --forcefield")
-    return load_system(
-        args.structure, args.system_file, forcefield=args.forcefield,
-        temperature=args.temperature or 300.0, platform=args.platform or "Reference",
-    )
+    return resolve_command_system("simulate", args)
 
 
 def _with_start(mol, path: Path):

@@ -20,14 +20,14 @@ import argparse
 import json
 from pathlib import Path
 
+from ._options import add_system_arguments, resolve_command_system
+
 __all__ = ["configure", "run"]
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the arguments of ``openmm-bg train``."""
-    parser.add_argument("system", nargs="?", help="a named system (see openmm_bg.molecules.systems.list_systems), or omit and give --structure")
-    parser.add_argument("--structure", type=Path, help="your own PDB (or .inpcrd with --system-file .prmtop)")
-    parser.add_argument("--system-file", type=Path, help="serialized System (.xml) or Amber .prmtop for --structure")
+    add_system_arguments(parser, positional=True, hamiltonian=True)
     parser.add_argument("--trajectory", type=Path, required=True, help="MD trajectory (DCD, XTC, ...) matching the system's atoms")
     parser.add_argument("--stride", type=int, default=1, help="use every n-th frame")
     parser.add_argument("--validation-fraction", type=float, default=0.1,
@@ -44,7 +44,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``openmm-bg train``; return the exit status."""
     from .._validation import ensure_count
-    from ..molecules.loading import resolve_system
     from ..training.plots import plot_losses
     from ..training.recipe import check_fraction, load_training_frames, train_molecular_generator
     from ..training.trainer import TrainingConfig
@@ -53,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         ensure_count(value, name)
     check_fraction(args.validation_fraction, "--validation-fraction")
     config = TrainingConfig.from_yaml(args.config) if args.config else TrainingConfig()
-    molecule = resolve_system(system=args.system, structure=args.structure, system_file=args.system_file)
+    molecule = resolve_command_system("train", args)
     frames = load_training_frames(molecule, [(args.trajectory, args.stride)], args.validation_fraction)
     architecture = {"n_blocks": args.blocks, "hidden": list(args.hidden), "coupling": args.coupling}
     # the network's initial weights come from the settings' seed too: the run is reproducible from it

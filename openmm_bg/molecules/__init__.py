@@ -1,7 +1,9 @@
 """Molecules: ready-made and user systems, trajectories, collective variables and states."""
 
 from .collective_variables import RMSD, Coordinate, Dihedral, Distance, NativeContacts, parse_collective_variable
+from .hamiltonian import CONSTRAINTS, IMPLICIT_SOLVENT_MODELS
 from .loading import load_system, resolve_system
+from .named_cvs import standard_collective_variables
 from .states import State, evaluate_states, parse_state
 from .systems import MolecularSystem, get_system, list_systems
 from .trajectories import (
@@ -21,6 +23,9 @@ __all__ = [
     "list_systems",
     "load_system",
     "resolve_system",
+    "IMPLICIT_SOLVENT_MODELS",
+    "CONSTRAINTS",
+    "standard_collective_variables",
     "TRAJECTORIES",
     "load_trajectory",
     "load_mdtraj",

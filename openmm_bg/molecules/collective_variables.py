@@ -168,7 +168,11 @@ def rmsd(
 
 
 def native_contact_pairs(
-    topology: md.Topology, reference: np.ndarray, cutoff: float = 0.45, min_residue_separation: int = 4
+    topology: md.Topology,
+    reference: np.ndarray,
+    cutoff: float = 0.45,
+    min_residue_separation: int = 4,
+    atom_indices: Iterable[int] | None = None,
 ) -> np.ndarray:
     """Heavy-atom pairs in contact in a reference structure (Best, Hummer and Eaton 2013).
 
@@ -180,21 +184,21 @@ def native_contact_pairs(
         A pair is native when its reference distance is below this.
     min_residue_separation : int
         Pairs in residues closer than this along the chain are ignored.
+    atom_indices : iterable of int, optional
+        Only the heavy atoms among these (e.g. the protein's, leaving out the solvent);
+        all atoms by default.
 
     Returns
     -------
     int ndarray, shape (n_contacts, 2)
     """
-    heavy = [a.index for a in topology.atoms if a.element is not None and a.element.symbol != "H"]
-    pairs = np.array(
-        [
-            (i, j)
-            for k, i in enumerate(heavy)
-            for j in heavy[k + 1 :]
-            if abs(topology.atom(i).residue.index - topology.atom(j).residue.index) >= min_residue_separation
-        ],
-        dtype=np.int64,
-    ).reshape(-1, 2)
+    chosen = range(topology.n_atoms) if atom_indices is None else _index_array(np.asarray(list(atom_indices), dtype=np.int64), None, topology.n_atoms)
+    atoms = [topology.atom(int(i)) for i in chosen]
+    heavy = np.array([a.index for a in atoms if a.element is not None and a.element.symbol != "H"], dtype=np.int64)
+    residue = np.array([topology.atom(int(i)).residue.index for i in heavy], dtype=np.int64)
+    first, second = np.triu_indices(len(heavy), k=1)
+    apart = np.abs(residue[first] - residue[second]) >= min_residue_separation
+    pairs = np.stack([heavy[first[apart]], heavy[second[apart]]], axis=1).reshape(-1, 2)
     if len(pairs) == 0:
         return pairs
     d0 = distances(reference, topology, pairs)[0]

@@ -1,8 +1,9 @@
-"""The user's own molecule: a :class:`MolecularSystem` from PDB, prmtop or serialized System files."""
+"""The user's own molecule: a :class:`MolecularSystem` from Amber, GROMACS, PDB + force-field or serialized System files."""
 
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,10 @@ import openmm
 import openmm.app as app
 import openmm.unit as unit
 
+from .._validation import ensure_positive
 from ..units import positions_nm
+from .hamiltonian import CONSTRAINTS, IMPLICIT_SOLVENT_MODELS, IMPLICIT_SOLVENT_FILES, check_choice, describe_hamiltonian, openmm_constant, warn_if_made_for_implicit_solvent
+from .named_cvs import standard_collective_variables
 from .systems import CollectiveVariable, MolecularSystem, get_system, list_systems
 
 __all__ = ["load_system", "resolve_system"]
@@ -23,29 +27,53 @@ def load_system(
     system: str | os.PathLike | openmm.System | None = None,
     *,
     forcefield: tuple[str, ...] | list[str] | None = None,
+    implicit_solvent: str | None = None,
+    constraints: str | None = None,
+    nonbonded_cutoff: float | None = None,
+    hydrogen_mass: float | None = None,
     temperature: float = 300.0,
     platform: str = "Reference",
     name: str | None = None,
     collective_variables: dict[str, CollectiveVariable] | None = None,
     states: dict[str, CollectiveVariable] | None = None,
 ) -> MolecularSystem:
-    """Build a :class:`MolecularSystem` from the user's own files.
+    """Build a :class:`MolecularSystem` from the user's own files, with the Hamiltonian stated.
 
-    Three ways, by what is given:
+    Four ways, by what is given:
 
-    * ``system`` is a serialized System (``.xml``) or an ``openmm.System``, and
-      ``structure`` a PDB with the topology and positions;
-    * ``system`` is an Amber ``.prmtop`` (no constraints are added), and ``structure``
-      a PDB or an ``.inpcrd``/``.rst7`` with the positions;
-    * ``system`` is None, ``structure`` a PDB, and ``forcefield`` names OpenMM
-      force-field files (e.g. ``("amber14-all.xml", "implicit/gbn2.xml")``); built
-      without cutoff and without constraints.
+    * ``system`` an Amber prmtop (``.prmtop``, ``.parm7``, or ``.top`` starting with
+      ``%VERSION``), ``structure`` an ``.inpcrd``/``.rst7``/``.crd`` or a PDB;
+    * ``system`` a GROMACS topology (``.top``, self-contained or with its includes in
+      OpenMM's default GROMACS folder), ``structure`` a ``.gro`` (or PDB);
+    * ``system`` None, ``structure`` a PDB or PDBx/mmCIF, and ``forcefield`` OpenMM
+      force-field files (e.g. ``("amber14-all.xml", "implicit/gbn2.xml")``);
+    * ``system`` a serialized System (``.xml``) or an ``openmm.System``, and
+      ``structure`` a PDB or PDBx/mmCIF with the topology and positions.  Such a System is
+      already built: the options below must then stay None.
+
+    The description (:attr:`MolecularSystem.description`) states the force-field
+    source, the solvent, the constraints, the nonbonded method and the particle count.
 
     Parameters
     ----------
     structure : path
     system : path or openmm.System, optional
     forcefield : sequence of str, optional
+    implicit_solvent : {None, "none", "OBC1", "OBC2", "GBn", "GBn2", "HCT"}
+        None (default): no implicit solvent, with a ``UserWarning`` when an Amber
+        prmtop's GB radius set says it was made for one; ``"none"``: no implicit
+        solvent, chosen.  With ``forcefield``, the model's ``implicit/*.xml`` file is
+        added; GROMACS topologies take none.
+    constraints : {None, "none", "HBonds", "AllBonds", "HAngles"}
+        None (default) is ``"none"``: every bond flexible (Amber and OpenMM force
+        fields still keep water rigid).
+    nonbonded_cutoff : float, nm, optional
+        None (default): no cutoff for a non-periodic system, 1 nm for a periodic one.
+        Non-periodic systems with a cutoff use ``CutoffNonPeriodic``; periodic ones
+        always use PME.
+    hydrogen_mass : float, Da, optional
+        Hydrogen mass, the difference taken from the bonded heavy atom (OpenMM's
+        ``hydrogenMass``); None (default) keeps the masses of the files.
     temperature : float, K
     platform : str
         OpenMM platform name for this system.
@@ -57,41 +85,36 @@ def load_system(
     Returns
     -------
     MolecularSystem
+
+    Raises
+    ------
+    ValueError
+        An unknown solvent or constraint name (the message lists the valid ones), an
+        option that does not apply to the input, or mismatched files.
+    OSError
+        A missing file.
     """
     structure = Path(structure)
     if not structure.exists():
         raise OSError(f"structure file {structure} does not exist")
     openmm.Platform.getPlatformByName(platform)  # fails early with OpenMM's list of platforms
-    box = None
-    if isinstance(system, (str, os.PathLike)) and Path(system).suffix.lower() in (".prmtop", ".parm7", ".top"):
-        prmtop = app.AmberPrmtopFile(str(system))
-        omm_top = prmtop.topology
-        if structure.suffix.lower() == ".pdb":
-            positions = app.PDBFile(str(structure)).getPositions(asNumpy=True)
-        else:
-            inpcrd = app.AmberInpcrdFile(str(structure))
-            positions = inpcrd.getPositions(asNumpy=True)
-        nonbonded = app.CutoffPeriodic if omm_top.getPeriodicBoxVectors() is not None else app.NoCutoff
-        omm_system = prmtop.createSystem(nonbondedMethod=nonbonded, constraints=None)
+    solvent = check_choice(implicit_solvent, IMPLICIT_SOLVENT_MODELS, "implicit solvent")
+    constraint_set = check_choice(constraints, CONSTRAINTS, "constraints")
+    options = {
+        "constraints": openmm_constant(constraint_set),
+        "hydrogenMass": None if hydrogen_mass is None else ensure_positive(hydrogen_mass, "hydrogen_mass", "Da") * unit.dalton,
+    }
+    cutoff = None if nonbonded_cutoff is None else ensure_positive(nonbonded_cutoff, "nonbonded_cutoff", "nm")
+    if isinstance(system, openmm.System) or (system is not None and Path(system).suffix.lower() == ".xml"):
+        chosen = _chosen(forcefield=forcefield, implicit_solvent=solvent, constraints=constraint_set, nonbonded_cutoff=cutoff, hydrogen_mass=hydrogen_mass)
+        if chosen:
+            raise ValueError(f"a serialized System is already built; {chosen} apply only when building from prmtop, GROMACS or force-field files")
+        omm_system, omm_top, positions, source = _serialized(structure, system)
+        constraint_set = None
     else:
-        if structure.suffix.lower() not in (".pdb", ".cif", ".pdbx"):
-            raise ValueError(f"structure must be a PDB or PDBx/mmCIF file when no prmtop is given, got {structure.name}")
-        pdb = app.PDBFile(str(structure)) if structure.suffix.lower() == ".pdb" else app.PDBxFile(str(structure))
-        omm_top, positions = pdb.topology, pdb.getPositions(asNumpy=True)
-        if system is None:
-            if not forcefield:
-                raise ValueError("give either a System (XML file, prmtop or openmm.System) or force-field file names")
-            nonbonded = app.PME if omm_top.getPeriodicBoxVectors() is not None else app.NoCutoff
-            omm_system = app.ForceField(*forcefield).createSystem(omm_top, nonbondedMethod=nonbonded, constraints=None)
-        elif isinstance(system, openmm.System):
-            omm_system = system
-        else:
-            path = Path(system)
-            if path.suffix.lower() != ".xml":
-                raise ValueError(f"system must be a serialized System (.xml) or an Amber .prmtop, got {path.name}")
-            omm_system = openmm.XmlSerializer.deserialize(path.read_text())
-            if not isinstance(omm_system, openmm.System):
-                raise TypeError(f"{path} holds a serialized {type(omm_system).__name__}, expected a System")
+        omm_system, omm_top, positions, source, solvent = _built(structure, system, forcefield, solvent, cutoff, options)
+        constraint_set = constraint_set or "none"
+    box = None
     if omm_system.usesPeriodicBoundaryConditions():
         box = np.array([v.value_in_unit(unit.nanometer) for v in omm_system.getDefaultPeriodicBoxVectors()])
     top = md.Topology.from_openmm(omm_top)
@@ -108,11 +131,111 @@ def load_system(
         positions=positions_nm(positions),
         temperature=float(temperature),
         platform=platform,
-        collective_variables=dict(collective_variables or {}),
+        collective_variables={**standard_collective_variables(top, positions_nm(positions)), **(collective_variables or {})},
         states=dict(states or {}),
-        description=f"user system from {structure.name}",
+        description=describe_hamiltonian(f"{source} with {structure.name}", omm_system, solvent=solvent, constraints=constraint_set),
         box_vectors=box,
     )
+
+
+def _chosen(**options: Any) -> str:
+    """The names of the options that are not None, joined for a message ("" when none is)."""
+    return ", ".join(name for name, value in options.items() if value is not None)
+
+
+def _pdb(structure: Path):
+    """The topology and positions of a PDB or PDBx/mmCIF file."""
+    suffix = structure.suffix.lower()
+    if suffix not in (".pdb", ".cif", ".pdbx"):
+        raise ValueError(f"structure must be a PDB or PDBx/mmCIF file here, got {structure.name}")
+    pdb = app.PDBFile(str(structure)) if suffix == ".pdb" else app.PDBxFile(str(structure))
+    return pdb.topology, pdb.getPositions(asNumpy=True)
+
+
+def _serialized(structure: Path, system: str | os.PathLike | openmm.System):
+    """A System already built (object or XML file), with the topology and positions of ``structure``."""
+    omm_top, positions = _pdb(structure)
+    if isinstance(system, openmm.System):
+        return system, omm_top, positions, "given openmm.System"
+    path = Path(system)
+    omm_system = openmm.XmlSerializer.deserialize(path.read_text())
+    if not isinstance(omm_system, openmm.System):
+        raise TypeError(f"{path} holds a serialized {type(omm_system).__name__}, expected a System")
+    return omm_system, omm_top, positions, f"serialized System {path.name}"
+
+
+def _is_amber(path: Path) -> bool:
+    """Whether ``path`` is an Amber prmtop (by suffix, or for ``.top`` by its ``%VERSION``/``%FLAG`` opening)."""
+    suffix = path.suffix.lower()
+    if suffix in (".prmtop", ".parm7"):
+        return True
+    if suffix != ".top":
+        return False
+    with open(path, errors="replace") as handle:
+        return handle.readline().lstrip().startswith(("%VERSION", "%FLAG"))
+
+
+def _built(structure: Path, system, forcefield, solvent: str | None, cutoff: float | None, options: dict):
+    """A System built from prmtop, GROMACS top or force-field files with ``options``.
+
+    Returns the System, the openmm.app topology, the positions, the force-field source
+    (for the description) and the solvent as chosen or as named by the force-field files.
+    """
+    path = None if system is None else Path(system)
+    if path is not None and forcefield:
+        raise ValueError(f"give either a system file ({path.name}) or force-field files, not both")
+    if path is not None and _is_amber(path):
+        prmtop = app.AmberPrmtopFile(str(path))
+        omm_top = prmtop.topology
+        box = None
+        if structure.suffix.lower() in (".pdb", ".cif", ".pdbx"):
+            positions = _pdb(structure)[1]
+        else:
+            inpcrd = app.AmberInpcrdFile(str(structure))
+            positions, box = inpcrd.getPositions(asNumpy=True), inpcrd.boxVectors  # None without a box
+        if box is not None and omm_top.getPeriodicBoxVectors() is not None:
+            omm_top.setPeriodicBoxVectors(box)  # the coordinates' box (e.g. after NPT), not the prmtop's
+        if solvent is None:
+            warn_if_made_for_implicit_solvent(prmtop, path)
+        build, source = prmtop.createSystem, f"Amber prmtop {path.name}"
+        options = {**options, "implicitSolvent": openmm_constant(solvent)}
+    elif path is not None and path.suffix.lower() == ".top":
+        if solvent not in (None, "none"):
+            raise ValueError(f"OpenMM builds GROMACS topologies without implicit solvent; got implicit solvent {solvent} for {path.name}")
+        if structure.suffix.lower() == ".gro":
+            gro = app.GromacsGroFile(str(structure))
+            box, positions = gro.getPeriodicBoxVectors(), gro.getPositions(asNumpy=True)
+        else:
+            pdb_top, positions = _pdb(structure)
+            box = pdb_top.getPeriodicBoxVectors()
+        top_file = app.GromacsTopFile(str(path), periodicBoxVectors=box)
+        omm_top = top_file.topology
+        build, source = top_file.createSystem, f"GROMACS topology {path.name}"
+    elif path is not None:
+        raise ValueError(f"system must be an Amber prmtop, a GROMACS .top or a serialized System (.xml), got {path.name}")
+    else:
+        if not forcefield:
+            raise ValueError("give either a System (XML file, prmtop or openmm.System) or force-field file names")
+        omm_top, positions = _pdb(structure)
+        files = list(forcefield)
+        in_files = [f for f in files if f.replace("\\", "/").startswith("implicit/")]
+        if in_files and solvent is not None:
+            raise ValueError(f"the force-field files already choose the implicit solvent ({', '.join(in_files)}); drop implicit solvent {solvent}")
+        if solvent not in (None, "none"):
+            files.append(IMPLICIT_SOLVENT_FILES[solvent])
+        solvent = solvent or (", ".join(in_files) if in_files else None)
+        build, source = partial(app.ForceField(*files).createSystem, omm_top), f"OpenMM force field {' + '.join(files)}"
+    periodic = omm_top.getPeriodicBoxVectors() is not None
+    if periodic:
+        options = {**options, "nonbondedMethod": app.PME, "nonbondedCutoff": (cutoff or 1.0) * unit.nanometer}
+    elif cutoff is not None:
+        options = {**options, "nonbondedMethod": app.CutoffNonPeriodic, "nonbondedCutoff": cutoff * unit.nanometer}
+    else:
+        options = {**options, "nonbondedMethod": app.NoCutoff}
+    omm_system = build(**options)
+    if periodic:
+        omm_system.setDefaultPeriodicBoxVectors(*omm_top.getPeriodicBoxVectors())
+    return omm_system, omm_top, positions, source, solvent
 
 
 def resolve_system(
@@ -121,6 +244,11 @@ def resolve_system(
     structure: str | os.PathLike | None = None,
     system_file: str | os.PathLike | None = None,
     source: str | os.PathLike | None = None,
+    *,
+    forcefield: tuple[str, ...] | list[str] | None = None,
+    implicit_solvent: str | None = None,
+    constraints: str | None = None,
+    nonbonded_cutoff: float | None = None,
 ) -> MolecularSystem:
     """The system a command works on: a registered name, the user's own files, or the one ``metadata`` names.
 
@@ -134,6 +262,8 @@ def resolve_system(
         The user's own files (see :func:`load_system`); ``system_file`` goes with ``structure``.
     source : path, optional
         The file ``metadata`` came from, named in the error when nothing names a system.
+    forcefield, implicit_solvent, constraints, nonbonded_cutoff : optional
+        How :func:`load_system` builds the user's own files; they need ``structure``.
 
     Returns
     -------
@@ -141,6 +271,10 @@ def resolve_system(
     """
     if system and structure:
         raise ValueError("give either a system name or --structure, not both")
+    building = {"forcefield": forcefield, "implicit_solvent": implicit_solvent, "constraints": constraints, "nonbonded_cutoff": nonbonded_cutoff}
+    chosen = _chosen(**building)
+    if structure is None and chosen:
+        raise ValueError(f"{chosen} apply to your own files: give --structure too")
     if system:
         return get_system(system)
     if structure is not None:
@@ -148,7 +282,7 @@ def resolve_system(
             raise FileNotFoundError(f"structure file not found: {structure}")
         if system_file is not None and not Path(system_file).is_file():
             raise FileNotFoundError(f"system file not found: {system_file}")
-        return load_system(structure, system_file)
+        return load_system(structure, system_file, **building)
     if system_file is not None:
         raise ValueError("--system-file goes with --structure")
     name = (metadata or {}).get("system")

@@ -8,7 +8,10 @@ collective variables, such as ``"phi > 0"``, ``"phi > 0.5 and phi < 2.2"``,
 
 Collective variables are functions ``cv(positions (n_frames, n_atoms, 3) nm) ->
 (n_frames,)``: those of a system, plus any made from a short text with
-:func:`openmm_bg.molecules.collective_variables.parse_collective_variable`.
+:func:`openmm_bg.molecules.collective_variables.parse_collective_variable`, or the named
+ones any peptide or protein has (``phi_ALA2``, ``chi1_TRP2``, ``rg``, ``rmsd_ca`` ...) from
+:func:`openmm_bg.molecules.named_cvs.standard_collective_variables`.  When there are many,
+the message for an unknown name lists the nearest ones.
 
 The built-in states of the ready-made systems are defined once, as text, in
 :data:`BUILTIN_STATES`: :mod:`openmm_bg.molecules.systems` parses them into
@@ -28,13 +31,15 @@ Example
 
 from __future__ import annotations
 
+import difflib
+import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
 from ..reference.bundled import REFERENCE_STATES, bundled_path, load_reference
-from .expressions import StateExpression, _example, _names, canonical_form, parse_expression
+from .expressions import CONSTANTS, StateExpression, _example, _names, canonical_form, parse_expression
 
 __all__ = [
     "BUILTIN_STATES",
@@ -173,8 +178,27 @@ def parse_state(
             return State(definition=text, expression=builtin.expression, variables=builtin.variables)
         return State(definition=text, builtin=builtin)
     extra = f"; built-in states: {_names(states)}" if states else ""
-    expression = parse_expression(text, variables, label=label, hint=extra + hint)
+    try:
+        expression = parse_expression(text, variables, label=label, hint=extra + hint)
+    except ValueError as error:
+        unknown = _UNKNOWN_NAME.match(str(error))
+        if unknown is None or len(variables) <= _LISTED:
+            raise
+        raise ValueError(_unknown_name(unknown.group(1), text, variables, label, extra + hint)) from None
     return State(definition=text, expression=expression, variables={name: variables[name] for name in expression.variables})
+
+
+#: above this many collective variables, the message for an unknown name lists only the nearest ones
+_LISTED = 12
+_UNKNOWN_NAME = re.compile(r"^unknown name '([^']*)'")
+
+
+def _unknown_name(name: str, text: str, variables: Mapping[str, object], label: str, hint: str) -> str:
+    nearest = difflib.get_close_matches(name, list(variables), n=8, cutoff=0.6) or sorted(variables)[:8]
+    return (
+        f"unknown name {name!r} in {label} {text!r}; nearest of the {len(variables)} known collective variables: "
+        f"{', '.join(nearest)}; constants: {', '.join(CONSTANTS)}{hint}"
+    )
 
 
 def evaluate_states(states: Iterable[State], positions: np.ndarray) -> list[np.ndarray]:

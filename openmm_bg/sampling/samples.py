@@ -139,6 +139,7 @@ def load_checkpoint(
     system: str | None = None,
     structure: str | os.PathLike | None = None,
     system_file: str | os.PathLike | None = None,
+    **build,
 ):
     """A generator checkpoint with its target energy attached.
 
@@ -150,6 +151,9 @@ def load_checkpoint(
         A registered system to use instead of the checkpoint's ``metadata["system"]``.
     structure, system_file : path, optional
         Your own files instead (see :func:`openmm_bg.molecules.load_system`).
+    **build
+        How those files are built: ``forcefield``, ``implicit_solvent``, ``constraints``,
+        ``nonbonded_cutoff`` of :func:`openmm_bg.molecules.load_system`.
 
     Returns
     -------
@@ -170,7 +174,7 @@ def load_checkpoint(
     if not isinstance(metadata, dict):
         metadata = {}
     molecule = resolve_system(
-        metadata, system, None if structure is None else Path(structure), None if system_file is None else Path(system_file), checkpoint
+        metadata, system, None if structure is None else Path(structure), None if system_file is None else Path(system_file), checkpoint, **build
     )
     if tuple(bare.event_shape) != (molecule.n_atoms, 3):
         raise ValueError(
