@@ -1,4 +1,4 @@
-"""Write data/README.md: for each bundled file, what it is, the command that made it, seed, platform, size, sha256.
+"""Write openmm_bg/data/README.md (the package data; ``data`` links there): for each bundled file, what it is, the command that made it, seed, platform, size, sha256.
 
 The per-file records below are the single place where provenance is written down;
 run this after regenerating any file:
@@ -12,7 +12,7 @@ import hashlib
 import json
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parent.parent / "data"
+DATA = Path(__file__).resolve().parent.parent / "openmm_bg" / "data"
 
 MD_ALA2 = (
     "openmm-bg simulate ala2-vacuum -o runs/issue5/md/ala2-vacuum-300K-md.dcd --frames 10000 --steps-per-frame 1000 "
@@ -193,8 +193,9 @@ def main() -> None:
         "",
         "Every file here was produced by this package's own code on the 2-core development machine "
         "(no GPU, no network). `scripts/write_data_readme.py` writes this file and the checksums; "
-        "`tests/test_data.py` recomputes them. Load the files with `openmm_bg.molecules.load_bundled_trajectory`, "
-        "`load_tempering_samples` and `load_reference`.",
+        "`tests/test_data.py` recomputes them. They are package data, installed with openmm_bg; load them with "
+        "`openmm_bg.molecules.load_bundled_trajectory` and `openmm_bg.reference.load_tempering_samples` / `load_reference` "
+        "(`openmm_bg.reference.bundled_path` gives any file's path).",
         "",
     ]
     for system in ("ala2-vacuum", "ala2-implicit"):

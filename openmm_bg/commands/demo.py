@@ -1,10 +1,10 @@
 """Train a Boltzmann generator for alanine dipeptide and check its free energy against a reference.
 
-With no arguments: trains a generator for ala2-vacuum on the bundled MD data (10 ns
-started in C7eq, 4 ns started in C7ax), by example (and, if the settings ask for it,
-by example and energy), draws 100,000 importance-weighted samples, and estimates
+With no arguments: trains a generator for ala2-vacuum on the bundled MD data (80 ns
+in six runs, started in both phi basins; the final 5 % of each held out), by example,
+then by example and energy, draws 100,000 importance-weighted samples, and estimates
 dF = F(phi > 0) - F(phi < 0) with a bootstrap error, compared with the bundled
-parallel-tempering reference (data/ala2-vacuum-reference.json).  Prints a summary
+parallel-tempering reference (ala2-vacuum-reference.json in openmm_bg/data).  Prints a summary
 (Kish ESS, dF, deviation, energy evaluations including the MD that made the data,
 wall time) and writes to --output: generator.pt, samples.dcd/.pdb/.npz (as
 openmm-bg sample writes them), report.json, history.json, settings.yaml and the
