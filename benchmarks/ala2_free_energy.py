@@ -62,7 +62,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks import two_state as _two_state
+from benchmarks import two_state
 
 from openmm_bg.recipes.demo import OUTPUT_FILES, DemoSettings, run_demo
 
@@ -204,7 +204,7 @@ def print_md_estimate(est: dict) -> None:
     print(f"  {'run':8s}{'length':>9s}{'frame':>8s}{'A->B':>6s}{'B->A':>6s}{'with A last':>13s}{'with B last':>13s}  what")
     for name, r in est["runs"].items():
         print(f"  {name:8s}{r['time_ns']:>6.1f} ns{r['dt_ps']:>5.1f} ps{r['n_ab']:>6d}{r['n_ba']:>6d}"
-              f"{r['frames_last_a'] * r['dt_ps'] / 1000:>10.3f} ns{r['frames_last_b'] * r['dt_ps'] / 1000:>10.3f} ns  {_two_state.BUNDLED_RUNS[name][2]}")
+              f"{r['frames_last_a'] * r['dt_ps'] / 1000:>10.3f} ns{r['frames_last_b'] * r['dt_ps'] / 1000:>10.3f} ns  {two_state.BUNDLED_RUNS[name][2]}")
     run = est["escape_run"]
     if k["upper_bound_only"]:
         print(f"  escape rate from B ({run}): no exit in {k['time']:.3f} ns; k_BA <= 3 / T = {k['rate']:.3g} /ns ({conf} Poisson upper bound, used as the rate: MD cost below is a LOWER bound)")
@@ -311,7 +311,7 @@ def main(args: argparse.Namespace) -> dict:
         workdir = args.workdir or Path(scratch)
         rows = run_budgets(base, budgets, args.n_samples, workdir, reference, reuse=args.reuse)
     print_table(rows, reference)
-    estimate = _two_state.md_cost_estimate(raw["delta_f_kT"], sigma=TARGET_SIGMA)  # always F(phi > 0) - F(phi < 0)
+    estimate = two_state.md_cost_estimate(raw["delta_f_kT"], sigma=TARGET_SIGMA)  # always F(phi > 0) - F(phi < 0)
     print_md_estimate(estimate)
     print_headline(rows, estimate, reference)
     print(f"\nbenchmark wall time {time.perf_counter() - start:.0f} s")
