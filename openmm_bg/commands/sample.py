@@ -1,6 +1,8 @@
 """``openmm-bg sample``: draw importance-weighted samples from a checkpoint and write them to a folder.
 
-The files are described in :mod:`openmm_bg.sampling.samples`.
+The files are described in :mod:`openmm_bg.sampling.samples`.  A checkpoint written by
+``openmm-bg train`` carries its molecule: ``openmm-bg sample generator.pt`` needs no
+--system or --structure, and one given must match the molecule carried.
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import os
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,10 @@ from .hamiltonian import CONSTRAINTS, IMPLICIT_SOLVENT_MODELS, IMPLICIT_SOLVENT_
 from .named_cvs import standard_collective_variables
 from .systems import CollectiveVariable, MolecularSystem, get_system, list_systems
 
-__all__ = ["load_system", "resolve_system"]
+__all__ = ["load_system", "resolve_system", "checkpoint_record", "system_from_checkpoint_metadata", "check_same_molecule", "MOLECULE_KEY"]
+
+#: key of the stored molecule in a checkpoint's metadata
+MOLECULE_KEY = "molecule"
 
 
 def load_system(
@@ -255,7 +260,9 @@ def resolve_system(
     Parameters
     ----------
     metadata : dict, optional
-        A checkpoint's metadata; its ``"system"``, if a registered name, is the fallback.
+        A checkpoint's metadata.  The molecule it carries (see
+        :func:`system_from_checkpoint_metadata`), or else its ``"system"`` if a registered
+        name, is the fallback; a system given must match the molecule carried.
     system : str, optional
         A registered system (:func:`openmm_bg.molecules.systems.list_systems`).
     structure, system_file : path, optional
@@ -275,21 +282,134 @@ def resolve_system(
     chosen = _chosen(**building)
     if structure is None and chosen:
         raise ValueError(f"{chosen} apply to your own files: give --structure too")
+    given = None
     if system:
-        return get_system(system)
-    if structure is not None:
+        given = get_system(system)
+    elif structure is not None:
         if not Path(structure).is_file():
             raise FileNotFoundError(f"structure file not found: {structure}")
         if system_file is not None and not Path(system_file).is_file():
             raise FileNotFoundError(f"system file not found: {system_file}")
-        return load_system(structure, system_file, **building)
+        given = load_system(structure, system_file, **building)
+    if given is not None:
+        if (metadata or {}).get(MOLECULE_KEY) is not None:
+            check_same_molecule(_stored_molecule(metadata[MOLECULE_KEY], source), given, source)
+        return given
     if system_file is not None:
         raise ValueError("--system-file goes with --structure")
+    molecule = system_from_checkpoint_metadata(metadata or {}, source)
+    if molecule is not None:
+        return molecule
     name = (metadata or {}).get("system")
-    if isinstance(name, str) and name in list_systems():
-        return get_system(name)
     choices = f"(one of {', '.join(list_systems())}) or --structure with your own files"
     if source is None:
         raise ValueError(f"give a system name {choices}")
     named = f"names the system {name!r}, which is not a registered system" if name else "names no system"
     raise ValueError(f"{source} {named}; pass --system NAME {choices}")
+
+
+def checkpoint_record(molecule: MolecularSystem) -> dict[str, Any]:
+    """``molecule`` as plain strings, numbers and lists, for a checkpoint's metadata.
+
+    Parameters
+    ----------
+    molecule : MolecularSystem
+
+    Returns
+    -------
+    dict
+        ``name``, ``temperature_K``, ``description``, ``system_xml`` (the serialized
+        System), ``topology_pdb`` (a PDB of the topology and ``positions``) and
+        ``positions_nm`` (n_atoms lists of 3 floats, nm, at full precision).
+        :func:`system_from_checkpoint_metadata` rebuilds the molecule from it.
+    """
+    pdb = io.StringIO()
+    app.PDBFile.writeFile(molecule.openmm_topology, molecule.positions * unit.nanometer, pdb, keepIds=True)
+    return {
+        "name": molecule.name, "temperature_K": float(molecule.temperature), "description": molecule.description,
+        "system_xml": openmm.XmlSerializer.serialize(molecule.system), "topology_pdb": pdb.getvalue(),
+        "positions_nm": np.asarray(molecule.positions, dtype=np.float64).tolist(),
+    }
+
+
+def _stored_molecule(record: Any, source: str | os.PathLike | None = None, platform: str = "Reference") -> MolecularSystem:
+    """A fresh :class:`MolecularSystem` from a :func:`checkpoint_record`, with the named collective variables."""
+    where = f"{source} records" if source is not None else "the checkpoint records"
+    try:
+        omm_system = openmm.XmlSerializer.deserialize(record["system_xml"])
+        pdb = app.PDBFile(io.StringIO(record["topology_pdb"]))
+        positions = np.asarray(record["positions_nm"], dtype=np.float64)
+        temperature, name, description = float(record["temperature_K"]), str(record["name"]), str(record["description"])
+    except Exception as error:  # any malformed field: one message
+        raise ValueError(f"{where} a molecule that cannot be read back ({type(error).__name__}: {error})") from None
+    if not isinstance(omm_system, openmm.System):
+        raise ValueError(f"{where} a serialized {type(omm_system).__name__} as its molecule, expected a System")
+    box = None
+    if omm_system.usesPeriodicBoundaryConditions():
+        box = np.array([v.value_in_unit(unit.nanometer) for v in omm_system.getDefaultPeriodicBoxVectors()])
+    top = md.Topology.from_openmm(pdb.topology)
+    return MolecularSystem(
+        name=name, system=omm_system, topology=top, openmm_topology=pdb.topology, positions=positions,
+        temperature=temperature, platform=platform, collective_variables=standard_collective_variables(top, positions),
+        description=description, box_vectors=box,
+    )
+
+
+def check_same_molecule(stored: MolecularSystem, given: MolecularSystem, source: str | os.PathLike | None = None) -> None:
+    """Raise a ``ValueError`` naming the first difference between a checkpoint's molecule and the one given.
+
+    Compared: the particle count, the element of each atom in order, and the potential
+    energy at ``stored.positions`` on the Reference platform (within 1e-6 relative, kJ/mol).
+    """
+    where = f"the molecule stored in {source}" if source is not None else "the checkpoint's molecule"
+    if stored.n_atoms != given.n_atoms:
+        raise ValueError(f"{given.name} does not match {where} ({stored.name}): {given.n_atoms} particles, expected {stored.n_atoms}")
+    for index, (mine, theirs) in enumerate(zip(stored.topology.atoms, given.topology.atoms)):
+        expected, got = _element(mine), _element(theirs)
+        if expected != got:
+            raise ValueError(f"{given.name} does not match {where} ({stored.name}): atom {index} ({theirs}) is {got}, expected {expected} ({mine})")
+    # both on the Reference platform: platforms differ by more than the tolerance
+    expected_energy, energy = (float(replace(m, platform="Reference").reduced_potential(stored.positions)[0]) * m.kT for m in (stored, given))
+    if not abs(energy - expected_energy) <= 1e-6 * max(abs(energy), abs(expected_energy), 1.0):
+        raise ValueError(
+            f"{given.name} does not match {where} ({stored.name}): its potential energy at the stored positions is "
+            f"{energy:.8g} kJ/mol, expected {expected_energy:.8g} kJ/mol"
+        )
+
+
+def _element(atom) -> str:
+    """The element symbol of an mdtraj atom, or "none" (virtual sites)."""
+    return "none" if atom.element is None else str(atom.element.symbol)
+
+
+def system_from_checkpoint_metadata(metadata: dict[str, Any], source: str | os.PathLike | None = None) -> MolecularSystem | None:
+    """The molecule a checkpoint's metadata carries or names; None when it does neither.
+
+    Parameters
+    ----------
+    metadata : dict
+        A checkpoint's metadata.  With a stored molecule (``metadata["molecule"]``, from
+        :func:`checkpoint_record`): the registered system of that name when it matches the
+        stored one (it brings its own collective variables and states), else the stored
+        molecule rebuilt on the Reference platform, with the named collective variables.
+        Without one: the registered system ``metadata["system"]`` names, if any.
+    source : path, optional
+        The checkpoint, named in errors.
+
+    Returns
+    -------
+    MolecularSystem or None
+    """
+    record = metadata.get(MOLECULE_KEY)
+    name = metadata.get("system")
+    if record is None:
+        return get_system(name) if isinstance(name, str) and name in list_systems() else None
+    stored = _stored_molecule(record, source)
+    if stored.name in list_systems():
+        registered = get_system(stored.name)
+        try:
+            check_same_molecule(stored, registered, source)
+        except ValueError:
+            return stored  # the user's own molecule under a registered name
+        return registered
+    return stored

@@ -1,8 +1,9 @@
 """Importance-weighted samples from a trained generator: draw, save and load.
 
 The generator is read from a checkpoint (``openmm-bg train`` writes one); its target
-energy is the OpenMM system named in the checkpoint's metadata at the checkpoint's
-temperature, or the one given with --system or --structure.  N latent points are
+energy is the molecule the checkpoint carries (or, in older checkpoints, the registered
+system its metadata names) at the checkpoint's temperature, or the one given with
+--system or --structure, which must then match the molecule carried.  N latent points are
 drawn in batches from a seeded ``torch.Generator`` (the same seed and batch size give
 identical files), mapped to configurations, and their energies computed.
 
@@ -148,9 +149,14 @@ def load_checkpoint(
     checkpoint : path
         Written by :func:`openmm_bg.generator.save_generator` (e.g. by ``openmm-bg train``).
     system : str, optional
-        A registered system to use instead of the checkpoint's ``metadata["system"]``.
+        A registered system to use instead of the checkpoint's molecule.
     structure, system_file : path, optional
-        Your own files instead (see :func:`openmm_bg.molecules.load_system`).
+        Your own files instead (see :func:`openmm_bg.molecules.load_system`).  Given
+        none of these, the molecule is the one the checkpoint carries
+        (:func:`openmm_bg.molecules.loading.system_from_checkpoint_metadata`), or for an
+        older checkpoint the registered system ``metadata["system"]`` names.  When the
+        checkpoint carries a molecule, the one given must match it (particles, elements
+        and the energy at its stored positions).
     **build
         How those files are built: ``forcefield``, ``implicit_solvent``, ``constraints``,
         ``nonbonded_cutoff`` of :func:`openmm_bg.molecules.load_system`.
@@ -163,6 +169,12 @@ def load_checkpoint(
     temperature : float, K
         The checkpoint's ``temperature_K``, else the system's temperature.
     metadata : dict
+
+    Raises
+    ------
+    ValueError
+        The given system does not match the checkpoint's molecule (the message names the
+        first difference), or its atom count does not match the generator's.
     """
     from ..energies import OpenMMEnergy
     from ..generator.checkpoints import load_generator, read_torch_file

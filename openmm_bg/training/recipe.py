@@ -167,11 +167,16 @@ class MolecularTraining:
         return sum(trainer.energy_evaluations for trainer in self.trainers)
 
     def save(self, path: str | os.PathLike, molecule: "MolecularSystem", metadata: dict | None = None) -> Path:
-        """Write the generator checkpoint with the system, temperature, frames, settings and evaluations, plus ``metadata``."""
+        """Write the generator checkpoint with the system, temperature, frames, settings and evaluations, plus ``metadata``.
+
+        The checkpoint carries the molecule itself (``metadata["molecule"]``, see
+        :func:`openmm_bg.molecules.loading.checkpoint_record`): it samples without the files it was trained on.
+        """
         from ..generator.checkpoints import save_generator
+        from ..molecules.loading import MOLECULE_KEY, checkpoint_record
 
         record = {
-            "system": molecule.name, "temperature_K": float(molecule.temperature), "n_frames": self.n_frames,
+            "system": molecule.name, "temperature_K": float(molecule.temperature), MOLECULE_KEY: checkpoint_record(molecule), "n_frames": self.n_frames,
             "n_validation_frames": self.n_validation_frames, "training": [trainer.config.to_dict() for trainer in self.trainers],
             "energy_evaluations": self.energy_evaluations, **(metadata or {}),
         }
