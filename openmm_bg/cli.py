@@ -31,6 +31,21 @@ SUBCOMMANDS = {
 }
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps each command's description as written and shows the default of every option that has one.
+
+    An option whose help already names its default, or whose default is None or False
+    (not given, a flag), is left as it is.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text or not action.option_strings:
+            return text
+        shown = " ".join(map(str, action.default)) if isinstance(action.default, (list, tuple)) else action.default
+        return f"{text} (default: {shown})" if text else f"default: {shown}"
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line of ``openmm-bg``."""
     parser = argparse.ArgumentParser(prog="openmm-bg", description="Boltzmann generators for OpenMM systems.")
@@ -38,7 +53,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     sub.required = True
     for name, module_name in SUBCOMMANDS.items():
         module = importlib.import_module(f"openmm_bg.commands.{module_name}")
-        sub_parser = sub.add_parser(name, help=module.__doc__.strip().splitlines()[0], description=module.__doc__)
+        sub_parser = sub.add_parser(
+            name, help=module.__doc__.strip().splitlines()[0], description=module.__doc__, formatter_class=_HelpFormatter
+        )
         module.configure(sub_parser)
         sub_parser.set_defaults(_run=module.run)
     return parser.parse_args(argv)

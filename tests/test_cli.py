@@ -1,6 +1,7 @@
 """The openmm-bg command: bad input ends in one clear line and exit status 2, never a traceback."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -31,6 +32,18 @@ def test_every_subcommand_has_help():
         with pytest.raises(SystemExit) as exit_info:
             parse_args([name, "--help"])
         assert exit_info.value.code == 0
+
+
+def test_help_shows_defaults_once(capsys):
+    for name in SUBCOMMANDS:
+        with pytest.raises(SystemExit):
+            parse_args([name, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "(default: None)" not in text and "(default: False)" not in text
+        assert not re.search(r"default[^()]*\) \(default:", text)  # never a second default after one the help states
+    with pytest.raises(SystemExit):
+        parse_args(["train", "--help"])
+    assert "use every n-th frame (default: 1)" in " ".join(capsys.readouterr().out.split())
 
 
 def test_debug_switch_reraises(monkeypatch, tmp_path):

@@ -148,6 +148,7 @@ def test_free_energy_on_a_sample_folder_matches_numpy(sample_folder, tmp_path, c
     assert record["reference"]["delta_f_kT"] == reference["delta_f_kT"]
     assert record["reference"]["deviation_kT"] == pytest.approx(expected - reference["delta_f_kT"], abs=1e-9)
     assert f"{expected:.3f} +- " in printed and "reference" in printed and "Kish ESS" in printed
+    assert "samples read" in printed and "samples written" not in printed  # free-energy writes no samples
     # the same states as expressions, and swapped
     assert main(["free-energy", str(sample_folder), "--state-a", "phi > 0", "--state-b", "phi < 0", "--bootstrap", "50", "-o", str(out)]) == 0
     swapped = json.loads(out.read_text())

@@ -181,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
     system_name = molecule.name if molecule is not None else samples.system
     reference = bundled_reference(system_name, state_a.definition, state_b.definition, samples.temperature_K)
 
-    for line in report_lines(samples):
+    for line in report_lines(samples, kept="read" if args.source.is_dir() else "kept"):
         print(line)
     for key, state in (("a", state_a), ("b", state_b)):
         print(f"state {key.upper()}               {state.definition!r}: {result[f'n_{key}']} samples, Kish ESS {result[f'ess_{key}']:.1f}")

@@ -398,13 +398,17 @@ def load_samples(folder: str | os.PathLike):
     )
 
 
-def report_lines(samples: SampleSet) -> list[str]:
-    """The summary ``openmm-bg sample`` prints (also used by ``openmm-bg free-energy``)."""
+def report_lines(samples: SampleSet, kept: str = "written") -> list[str]:
+    """The summary ``openmm-bg sample`` prints (also used by ``openmm-bg free-energy``).
+
+    ``kept`` says what happened to the samples in the domain: ``"written"`` (``sample``),
+    ``"read"`` (from a sample folder) or ``"kept"`` (drawn and used without writing).
+    """
     n = samples.n_requested
     ess = samples.kish_ess()
-    out = f" ({samples.n_out_of_domain} outside the coordinate domain, zero weight, not written)" if samples.n_out_of_domain else ""
+    out = f" ({samples.n_out_of_domain} outside the coordinate domain, zero weight, not {kept})" if samples.n_out_of_domain else ""
     lines = [
-        f"samples written       {samples.n_written} of {n} drawn from the generator for {samples.system} at {samples.temperature_K:g} K{out}",
+        f"{'samples ' + kept:<22}{samples.n_written} of {n} drawn from the generator for {samples.system} at {samples.temperature_K:g} K{out}",
         f"Kish ESS              {100 * ess:.2f} % of {n} ({ess * n:.1f} effective samples)",
         f"finite energies       {100 * samples.n_finite / n:.2f} % of the samples drawn",
     ]
