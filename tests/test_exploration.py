@@ -13,6 +13,7 @@ from openmm_bg.energies.toy_systems import double_well_system
 from openmm_bg.training.exploration import ExplorationSettings, explore
 from openmm_bg.generator.checkpoints import load_generator
 from openmm_bg.moves import BoltzmannGeneratorMove
+from openmm_bg.sampling import load_checkpoint
 from openmm_bg.generator.recipes import realnvp_generator
 from openmm_bg.training.recipe import seeded_parameters
 
@@ -50,5 +51,8 @@ def test_explore_command_writes_a_checkpoint_a_move_can_load(tmp_path, capsys):
     move = BoltzmannGeneratorMove(str(out), n_proposals=2, seed=0)
     assert move.generator.event_shape == (1, 3)
     assert load_generator(out).event_shape == (1, 3)
+    # the checkpoint carries its molecule, as the training recipe's do
+    generator, molecule, temperature, _ = load_checkpoint(out)
+    assert molecule.name == "double-well" and temperature == 300.0 and molecule.n_atoms == 1
     with pytest.raises(ValueError, match="unknown state"):
         explore_command.run(parser.parse_args(["double-well", "-o", str(out), "--target", "nowhere"]))
