@@ -16,7 +16,7 @@ from ..coordinates import build_zmatrix
 from ..training.exploration import ExplorationSettings, explore
 from ..training.recipe import seeded_parameters
 from ..generator.checkpoints import save_generator
-from ..molecules.loading import MOLECULE_KEY, checkpoint_record
+from ..molecules.loading import checkpoint_metadata
 from ..molecules.systems import get_system, list_systems
 
 __all__ = ["configure", "run"]
@@ -99,11 +99,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--start-frame must lie in [0, {len(frames)}), got {args.start_frame}")
         start = frames[args.start_frame].astype("float64")
     result = explore(generator, energy, start, settings, target=target, stop_at_target=args.stop_at_target)
-    metadata = {
-        "exploration": dict(vars(settings)), "system": args.system, "temperature_K": float(molecule.temperature),
-        MOLECULE_KEY: checkpoint_record(molecule),
-    }
-    path = save_generator(generator, args.output, builder, kwargs, metadata=metadata)
+    path = save_generator(generator, args.output, builder, kwargs, metadata={"exploration": dict(vars(settings)), **checkpoint_metadata(molecule)})
     last = result.history[-1] if result.history else {}
     by_kind = ", ".join(f"{kind} {count}" for kind, count in result.evaluations.items())
     print(f"iterations: {len(result.history)}  energy evaluations: {result.n_energy_evaluations} ({by_kind})  last acceptance: {last.get('acceptance', float('nan')):.3f}")

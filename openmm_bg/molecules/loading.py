@@ -16,12 +16,12 @@ import openmm.app as app
 import openmm.unit as unit
 
 from .._validation import ensure_positive
-from ..units import positions_nm
+from ..units import box_vectors_nm, positions_nm
 from .hamiltonian import CONSTRAINTS, IMPLICIT_SOLVENT_MODELS, IMPLICIT_SOLVENT_FILES, check_choice, describe_hamiltonian, openmm_constant, warn_if_made_for_implicit_solvent
 from .named_cvs import standard_collective_variables
 from .systems import CollectiveVariable, MolecularSystem, get_system, list_systems
 
-__all__ = ["load_system", "resolve_system", "checkpoint_record", "system_from_checkpoint_metadata", "check_same_molecule", "MOLECULE_KEY"]
+__all__ = ["load_system", "resolve_system", "checkpoint_record", "checkpoint_metadata", "system_from_checkpoint_metadata", "check_same_molecule", "MOLECULE_KEY"]
 
 #: key of the stored molecule in a checkpoint's metadata
 MOLECULE_KEY = "molecule"
@@ -119,27 +119,25 @@ def load_system(
     else:
         omm_system, omm_top, positions, source, solvent = _built(structure, system, forcefield, solvent, cutoff, options)
         constraint_set = constraint_set or "none"
-    box = None
-    if omm_system.usesPeriodicBoundaryConditions():
-        box = np.array([v.value_in_unit(unit.nanometer) for v in omm_system.getDefaultPeriodicBoxVectors()])
     top = md.Topology.from_openmm(omm_top)
     if top.n_atoms != omm_system.getNumParticles():
         raise ValueError(
             f"the topology from {structure.name} has {top.n_atoms} atoms but the System has "
             f"{omm_system.getNumParticles()} particles"
         )
+    positions = positions_nm(positions)
     return MolecularSystem(
         name=name or structure.stem,
         system=omm_system,
         topology=top,
         openmm_topology=omm_top,
-        positions=positions_nm(positions),
+        positions=positions,
         temperature=float(temperature),
         platform=platform,
-        collective_variables={**standard_collective_variables(top, positions_nm(positions)), **(collective_variables or {})},
+        collective_variables={**standard_collective_variables(top, positions), **(collective_variables or {})},
         states=dict(states or {}),
         description=describe_hamiltonian(f"{source} with {structure.name}", omm_system, solvent=solvent, constraints=constraint_set),
-        box_vectors=box,
+        box_vectors=box_vectors_nm(omm_system),
     )
 
 
@@ -332,6 +330,14 @@ def checkpoint_record(molecule: MolecularSystem) -> dict[str, Any]:
     }
 
 
+def checkpoint_metadata(molecule: MolecularSystem) -> dict[str, Any]:
+    """What every generator checkpoint records of its molecule: ``system`` (its name), ``temperature_K`` and the molecule itself.
+
+    :func:`system_from_checkpoint_metadata` reads it back.
+    """
+    return {"system": molecule.name, "temperature_K": float(molecule.temperature), MOLECULE_KEY: checkpoint_record(molecule)}
+
+
 def _stored_molecule(record: Any, source: str | os.PathLike | None = None, platform: str = "Reference") -> MolecularSystem:
     """A fresh :class:`MolecularSystem` from a :func:`checkpoint_record`, with the named collective variables."""
     where = f"{source} records" if source is not None else "the checkpoint records"
@@ -344,14 +350,11 @@ def _stored_molecule(record: Any, source: str | os.PathLike | None = None, platf
         raise ValueError(f"{where} a molecule that cannot be read back ({type(error).__name__}: {error})") from None
     if not isinstance(omm_system, openmm.System):
         raise ValueError(f"{where} a serialized {type(omm_system).__name__} as its molecule, expected a System")
-    box = None
-    if omm_system.usesPeriodicBoundaryConditions():
-        box = np.array([v.value_in_unit(unit.nanometer) for v in omm_system.getDefaultPeriodicBoxVectors()])
     top = md.Topology.from_openmm(pdb.topology)
     return MolecularSystem(
         name=name, system=omm_system, topology=top, openmm_topology=pdb.topology, positions=positions,
         temperature=temperature, platform=platform, collective_variables=standard_collective_variables(top, positions),
-        description=description, box_vectors=box,
+        description=description, box_vectors=box_vectors_nm(omm_system),
     )
 
 

@@ -173,12 +173,12 @@ class MolecularTraining:
         :func:`openmm_bg.molecules.loading.checkpoint_record`): it samples without the files it was trained on.
         """
         from ..generator.checkpoints import save_generator
-        from ..molecules.loading import MOLECULE_KEY, checkpoint_record
+        from ..molecules.loading import checkpoint_metadata
 
         record = {
-            "system": molecule.name, "temperature_K": float(molecule.temperature), MOLECULE_KEY: checkpoint_record(molecule), "n_frames": self.n_frames,
-            "n_validation_frames": self.n_validation_frames, "training": [trainer.config.to_dict() for trainer in self.trainers],
-            "energy_evaluations": self.energy_evaluations, **(metadata or {}),
+            **checkpoint_metadata(molecule), "n_frames": self.n_frames, "n_validation_frames": self.n_validation_frames,
+            "training": [trainer.config.to_dict() for trainer in self.trainers], "energy_evaluations": self.energy_evaluations,
+            **(metadata or {}),
         }
         return save_generator(self.generator, path, MOLECULAR_BUILDER, self.builder_kwargs, record)
 
