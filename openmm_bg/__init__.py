@@ -7,7 +7,7 @@ The core objects::
     from openmm_bg.energies import OpenMMEnergy, DoubleWell
 """
 
-import importlib
+from ._lazy import lazy_getattr
 
 __version__ = "0.2.0"
 
@@ -25,10 +25,7 @@ _LAZY = {
 __all__ = [*_LAZY, "__version__"]
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module 'openmm_bg' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 def __dir__():

@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "openmm_bg"
 
 #: lowest first; a module may import from its own layer or the ones below
 LAYERS = [
-    {"units", "_validation", "topology"},
+    {"units", "_validation", "topology", "_lazy"},
     {"flows", "energies", "analysis", "reference"},
     {"coordinates", "molecules"},
     {"generator", "simulation"},

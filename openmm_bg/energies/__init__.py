@@ -5,7 +5,7 @@ Names load on first use: the OpenMM worker processes import
 import torch for nothing.
 """
 
-import importlib
+from .._lazy import lazy_getattr
 
 _LAZY = {
     "Energy": "base",
@@ -26,10 +26,7 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module 'openmm_bg.energies' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 def __dir__():
