@@ -27,6 +27,7 @@ setup(
     extras_require={
         "test": ["pytest>=7", "pytest-timeout>=2.1", "dask[distributed]>=2023.1"],
         "distributed": ["dask[distributed]>=2023.1"],
+        "bench": ["zuko>=1.0"],
     },
     entry_points={"console_scripts": ["openmm-bg=openmm_bg.cli:main"]},
 )

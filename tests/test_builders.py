@@ -25,12 +25,12 @@ def ala2():
 def perturbed(generator, scale=0.05, seed=1):
     rng = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for p in generator.flow[2].parameters():
+        for p in generator.flow[-1].parameters():  # the coupling layers
             p.add_(scale * torch.randn(p.shape, generator=rng, dtype=p.dtype))
     return generator
 
 
-@pytest.mark.parametrize("coupling", ["affine", "spline"])
+@pytest.mark.parametrize("coupling", ["affine", "spline", "circular-spline"])
 def test_density_of_proposals_matches_density_evaluation(ala2, coupling):
     _, top, x = ala2
     gen, _ = molecular_generator_from_data(top, x, n_blocks=2, hidden=[32], coupling=coupling)
@@ -71,7 +71,7 @@ def test_out_of_domain_latents_give_nan_positions_and_zero_weight(ala2):
     assert not torch.isnan(s.log_weight).any()
 
 
-@pytest.mark.parametrize("coupling", ["affine", "spline"])
+@pytest.mark.parametrize("coupling", ["affine", "spline", "circular-spline"])
 def test_molecular_checkpoint_reloads_without_training_data(ala2, tmp_path, coupling):
     _, top, x = ala2
     gen, kwargs = molecular_generator_from_data(top, x, n_blocks=2, hidden=[16], coupling=coupling, n_bins=5)
@@ -84,7 +84,7 @@ def test_molecular_checkpoint_reloads_without_training_data(ala2, tmp_path, coup
 
 def test_bad_positions(ala2):
     _, top, x = ala2
-    with pytest.raises(ValueError, match="coupling must be 'affine' or 'spline', got 'cubic'"):
+    with pytest.raises(ValueError, match=r"coupling must be one of \['circular-spline', 'spline', 'affine'\], got 'cubic'"):
         molecular_generator_from_data(top, x, n_blocks=1, coupling="cubic")
     with pytest.raises(ValueError, match=r"shape \(n_frames, 22, 3\)"):
         molecular_generator_from_data(top, x[:, :21], n_blocks=1)

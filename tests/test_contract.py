@@ -37,6 +37,7 @@ from openmm_bg.flows import (
     AdditiveCoupling,
     AffineCoupling,
     Bijection,
+    CircularSplineCoupling,
     ExpScaling,
     Flatten,
     Inverse,
@@ -109,6 +110,23 @@ def molecular_flow() -> Sequential:
     return Sequential(coordinates, CircularToReal(coordinates.normalization.circular), flows.real_nvp(coordinates.dim, n_blocks=1, hidden=(16,)))
 
 
+def circular_molecular_flow() -> Sequential:
+    """Positions -> guarded normalised coordinates -> circular spline couplings: torsions stay angles to the latent."""
+    coordinates = guarded()
+    return Sequential(coordinates, flows.circular_spline(coordinates.dim, coordinates.normalization.circular, n_blocks=1, hidden=(16,), n_bins=4))
+
+
+#: the periodic dimensions of the circular cases: two of five, one on each side of the half split
+CIRCLES = torch.tensor([True, False, False, True, False])
+
+
+def on_circles(layer, seed: int) -> torch.Tensor:
+    """Test points with the CIRCLES dimensions uniform in (-0.99, 0.99) turns, the others N(0, 1)."""
+    x = points(seed=seed)
+    turns = torch.rand(x.shape, generator=torch.Generator().manual_seed(seed + 100), dtype=x.dtype) * 1.98 - 0.99
+    return torch.where(CIRCLES, turns, x)
+
+
 def euler_rotation(theta: torch.Tensor, phi: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
     """``Rz(phi) Ry(theta) Rz(psi)``, shape (3, 3); its Haar measure is ``sin(theta) dtheta dphi dpsi``."""
 
@@ -165,6 +183,7 @@ class Case:
     ladj_sum : tolerance of ``ladj_forward + ladj_inverse == 0``.
     log_det : tolerance of the ladj against the autograd Jacobian.
     volume : ``volume(layer, z)``, the expected ladj of ``inverse`` when its Jacobian is not square.
+    weight_scale : standard deviation of the randomised parameters.
     """
 
     cls: type
@@ -174,6 +193,7 @@ class Case:
     ladj_sum: float = 1e-12
     log_det: float = 1e-10
     volume: Callable[[Bijection, torch.Tensor], torch.Tensor] | None = None
+    weight_scale: float = 0.5
 
 
 def canonical_frames(layer: Bijection, seed: int) -> torch.Tensor:
@@ -211,6 +231,19 @@ CASES = {
     "neural_spline": Case(
         Sequential, lambda: flows.neural_spline(DIM, n_blocks=2, hidden=(16,), n_bins=4, bound=2.0, permute=True), tolerance=SPLINE, ladj_sum=SPLINE
     ),
+    "circular-spline-coupling": Case(
+        CircularSplineCoupling, lambda: CircularSplineCoupling(half_mask(DIM), CIRCLES, hidden=(16,), n_bins=5, bound=1.5), on_circles, tolerance=SPLINE, ladj_sum=SPLINE
+    ),
+    "circular-spline-coupling-all-circular": Case(
+        CircularSplineCoupling, lambda: CircularSplineCoupling(half_mask(DIM, first=False), torch.ones(DIM, dtype=torch.bool), hidden=(8,), n_bins=3),
+        lambda layer, seed: torch.rand(7, DIM, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 1.98 - 0.99,
+        tolerance=SPLINE, ladj_sum=SPLINE,
+    ),
+    # four couplings of steep random splines, each inverse a quadratic solve: the round trip holds to 1e-9 relative
+    "circular_spline": Case(
+        Sequential, lambda: flows.circular_spline(DIM, CIRCLES, n_blocks=2, hidden=(16,), n_bins=4, bound=2.0, seed=3), on_circles,
+        tolerance=1e-8, ladj_sum=1e-8, log_det=1e-8,
+    ),
     "composition": Case(
         Sequential,
         lambda: Sequential(Scaling(DIM), NICERBlock(DIM, hidden=(8,)), SwapHalves(DIM), AffineCoupling(half_mask(DIM), hidden=(8,)), ExpScaling(DIM)),
@@ -231,6 +264,12 @@ CASES = {
     "guarded-coordinates": Case(GuardedCoordinates, guarded, lambda layer, seed: frames(seed)),
     # a 66 x 66 Jacobian whose latents reach |z| ~ 90 and ladj ~ 300: slogdet agrees to about 5e-10
     "molecular-flow": Case(Sequential, molecular_flow, lambda layer, seed: frames(seed, n=2), log_det=1e-8),
+    # 60 inputs per conditioner: weights of scale 0.5 give raw spline parameters of O(10), bins at
+    # their minimum size and slopes of 1e3, and the second coupling's 1e-9 inversion error comes back
+    # through the first's conditioner amplified to 1e-3; at 0.1 the splines are still far from the identity
+    "molecular-flow-circular": Case(
+        Sequential, circular_molecular_flow, lambda layer, seed: frames(seed, n=2), tolerance=SPLINE, ladj_sum=SPLINE, log_det=1e-8, weight_scale=0.1
+    ),
 }
 
 
@@ -243,7 +282,7 @@ def make(name: str) -> Bijection:
         for p in layer.parameters():
             # Scales and log-scales of O(0.5): far from the identity, still well conditioned.
             offset = 1.0 if p.ndim == 1 and isinstance(layer, Scaling) else 0.0
-            p.copy_(0.5 * torch.randn(p.shape, generator=g, dtype=p.dtype) + offset)
+            p.copy_(CASES[name].weight_scale * torch.randn(p.shape, generator=g, dtype=p.dtype) + offset)
     return layer
 
 

@@ -2,6 +2,7 @@
 
 from .base import Bijection, Inverse, Sequential, check_flat
 from .builders import neural_spline, nicer, real_nvp
+from .circular import CircularSplineCoupling, circular_spline, stratified_masks, wrap_turn
 from .coupling import AdditiveCoupling, AffineCoupling, NICERBlock, RealNVPBlock, half_mask
 from .elementwise import ExpScaling, Flatten, Permutation, Scaling, SwapHalves
 from .spline import SplineCoupling, rational_quadratic_spline
@@ -17,6 +18,10 @@ __all__ = [
     "NICERBlock",
     "RealNVPBlock",
     "SplineCoupling",
+    "CircularSplineCoupling",
+    "circular_spline",
+    "stratified_masks",
+    "wrap_turn",
     "rational_quadratic_spline",
     "half_mask",
     "Scaling",

@@ -16,10 +16,13 @@ from torch import Tensor
 from ..coordinates import CircularToReal, GuardedCoordinates, InternalCoordinateNormalization, InternalCoordinateTransform
 from .prior import NormalPrior
 from ..energies.base import Energy
-from ..flows import Flatten, Sequential, neural_spline, real_nvp
+from ..flows import Flatten, Sequential, circular_spline, neural_spline, real_nvp
 from .model import BoltzmannGenerator
 
-__all__ = ["realnvp_generator", "molecular_generator", "molecular_generator_from_data"]
+__all__ = ["COUPLINGS", "realnvp_generator", "molecular_generator", "molecular_generator_from_data"]
+
+#: the flows :func:`molecular_generator` can build
+COUPLINGS = ("circular-spline", "spline", "affine")
 
 
 def realnvp_generator(
@@ -76,8 +79,12 @@ def molecular_generator(
     """Internal coordinates, normalisation, a coupling flow and a Gaussian prior for one molecule.
 
     Layers, configuration -> latent: :class:`GuardedCoordinates` (internal coordinates,
-    normalised; torsions to one turn [-1, 1)), :class:`CircularToReal` (torsions onto R),
-    then RealNVP (``coupling="affine"``) or a neural spline flow (``coupling="spline"``).
+    normalised; torsions to one turn [-1, 1)), then either
+
+    * ``coupling="circular-spline"``: spline couplings that keep torsions on the circle
+      (:func:`openmm_bg.flows.circular_spline`), with a prior uniform on the torsions;
+    * ``coupling="affine"`` (RealNVP) or ``"spline"`` (a neural spline flow), after
+      :class:`CircularToReal` has cut the torsions open onto R, with a Gaussian prior.
 
     The normalisation starts neutral; fit it with :func:`molecular_generator_from_data`
     or load it with the state dict of a checkpoint.
@@ -100,24 +107,30 @@ def molecular_generator(
     double : bool
         Use float64.
     coupling : str
-        ``"affine"`` (RealNVP) or ``"spline"`` (rational-quadratic splines, which
-        represent the several modes of a backbone torsion within one dimension).
+        ``"circular-spline"``, ``"spline"`` (rational-quadratic splines, which represent
+        the several modes of a backbone torsion within one dimension) or ``"affine"``.
     n_bins, spline_bound
-        Bins per spline and the interval ``[-spline_bound, spline_bound]`` they cover
-        (see :func:`openmm_bg.flows.neural_spline`); used with ``coupling="spline"``.
+        Bins per spline and the interval ``[-spline_bound, spline_bound]`` the splines of
+        non-periodic coordinates cover (see :func:`openmm_bg.flows.neural_spline`); used
+        by the spline couplings.
     """
-    if coupling not in ("affine", "spline"):
-        raise ValueError(f"coupling must be 'affine' or 'spline', got {coupling!r}")
+    if coupling not in COUPLINGS:
+        raise ValueError(f"coupling must be one of {list(COUPLINGS)}, got {coupling!r}")
     zm = np.asarray(zmatrix, dtype=np.int64)
     constraint_map = {(int(i), int(j)): float(length) for i, j, length in (constraints or [])}
     transform = InternalCoordinateTransform(zm, constraints=constraint_map, remove_rigid_body=remove_rigid_body)
     coordinates = GuardedCoordinates(transform, InternalCoordinateNormalization(transform.circular))
-    if coupling == "affine":
-        couplings = real_nvp(transform.dim, n_blocks=n_blocks, hidden=tuple(hidden), scale_bound=scale_bound, permute=permute)
+    if coupling == "circular-spline":
+        flow = Sequential(coordinates, circular_spline(transform.dim, transform.circular, n_blocks=n_blocks, hidden=tuple(hidden), n_bins=n_bins, bound=spline_bound))
+        prior = NormalPrior(transform.dim, sigma, circular=transform.circular)
     else:
-        couplings = neural_spline(transform.dim, n_blocks=n_blocks, hidden=tuple(hidden), n_bins=n_bins, bound=spline_bound, permute=permute)
-    flow = Sequential(coordinates, CircularToReal(transform.circular), couplings)
-    generator = BoltzmannGenerator(NormalPrior(transform.dim, sigma), flow, energy, event_shape=(transform.n_atoms, 3))
+        if coupling == "affine":
+            couplings = real_nvp(transform.dim, n_blocks=n_blocks, hidden=tuple(hidden), scale_bound=scale_bound, permute=permute)
+        else:
+            couplings = neural_spline(transform.dim, n_blocks=n_blocks, hidden=tuple(hidden), n_bins=n_bins, bound=spline_bound, permute=permute)
+        flow = Sequential(coordinates, CircularToReal(transform.circular), couplings)
+        prior = NormalPrior(transform.dim, sigma)
+    generator = BoltzmannGenerator(prior, flow, energy, event_shape=(transform.n_atoms, 3))
     return generator.double() if double else generator
 
 

@@ -139,7 +139,8 @@ class LatentMetropolisMove(GeneratorMoveBase):
         log_uniform = np.log(rng.random(self.n_steps))
         x_current = None
         for step in range(self.n_steps):
-            z_new = z + self.step_size * noise[step : step + 1]
+            # a step on the torus where the latent has circular dimensions: still a symmetric proposal
+            z_new = generator.prior.wrap(z + self.step_size * noise[step : step + 1])
             with torch.no_grad():
                 x_new, ladj_zx, ok = inverse_with_domain(generator, z_new)
             self.n_proposed += 1

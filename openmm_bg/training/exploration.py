@@ -310,7 +310,7 @@ def _metropolis_sweep(
     with torch.no_grad():
         z, ladj_xz = generator.flow.forward(torch.as_tensor(buffer[index], dtype=dtype))
         if kind == "latent":
-            z_new = z + step_size * torch.randn(z.shape, generator=torch_generator, dtype=dtype)
+            z_new = generator.prior.wrap(z + step_size * torch.randn(z.shape, generator=torch_generator, dtype=dtype))
         else:
             z_new = generator.prior.sample(len(index), generator=torch_generator, dtype=dtype)
         x_new, ladj_zx, ok = inverse_with_domain(generator, z_new)
