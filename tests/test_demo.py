@@ -98,7 +98,8 @@ def test_held_out_frames_are_the_end_of_each_file_and_are_scored(demo):
     held_out = np.concatenate([f.xyz[f.n_frames - round(settings.validation_fraction * f.n_frames):] for f in frames]).astype(np.float64)
     with torch.no_grad():
         expected = float(-generator.log_prob(torch.as_tensor(held_out)).mean())
-    assert history["kl"][-1]["ml_validation"] == pytest.approx(expected, rel=1e-9)
+    # recorded during training, in its float32 precision; the checkpoint is evaluated in float64
+    assert history["kl"][-1]["ml_validation"] == pytest.approx(expected, rel=1e-6)
     assert "held-out frames" in printed
 
 

@@ -157,11 +157,12 @@ def test_yaml_settings_round_trip_and_errors(tmp_path):
         TrainingConfig.from_yaml(tmp_path / "missing.yaml")
 
 
-def test_validation_loss_is_recorded_on_held_out_data_only():
+@pytest.mark.parametrize("precision, rel", [("float64", 1e-12), ("float32", 1e-5)])
+def test_validation_loss_is_recorded_on_held_out_data_only(precision, rel):
     # 20 training points and 500 held-out ones from the same Gaussian: many steps on the
     # small set must lower its loss below the held-out loss (over-fitting made visible)
     train, held_out = data()[:20], data()[20:]
-    config = TrainingConfig(n_iterations=300, batch_size=20, learning_rate=1e-2, validate_every=50)
+    config = TrainingConfig(n_iterations=300, batch_size=20, learning_rate=1e-2, validate_every=50, precision=precision)
     trainer = Trainer(small_generator(), config, data=train, validation_data=held_out)
     trainer.train(progress=False)
     rows = [row for row in trainer.history if "ml_validation" in row]
@@ -169,7 +170,8 @@ def test_validation_loss_is_recorded_on_held_out_data_only():
     with torch.no_grad():
         final = float(-trainer.generator.log_prob(held_out).mean())
         on_train = float(-trainer.generator.log_prob(train).mean())
-    assert rows[-1]["ml_validation"] == pytest.approx(final, rel=1e-12)
+    # recorded during training, in the training precision
+    assert rows[-1]["ml_validation"] == pytest.approx(final, rel=rel)
     assert trainer.validation_loss() == pytest.approx(final, rel=1e-12)
     assert on_train < final - 0.1
     assert Trainer(small_generator(), config, data=train).validation_loss() != Trainer(small_generator(), config, data=train).validation_loss()  # nan without data
@@ -198,3 +200,26 @@ def test_seeded_parameters_depend_on_the_seed_alone_and_leave_the_global_generat
         assert bool(value.any()) == bool(reference[key].any()) and (not value.any() or not torch.equal(value, c.state_dict()[key])), key
     with pytest.raises(ValueError, match="seed"):
         seeded_parameters(build, -1)
+
+
+def test_training_runs_in_float32_and_hands_back_a_float64_generator(monkeypatch):
+    seen = []
+    original = Trainer.step
+
+    def recording_step(self):
+        seen.append(self.generator._param_like().dtype)
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "step", recording_step)
+    trainer = Trainer(small_generator(), TrainingConfig(n_iterations=5, batch_size=16), data=data())
+    assert TrainingConfig().precision == "float32"
+    trainer.train(progress=False)
+    assert seen == [torch.float32] * 5
+    assert all(p.dtype == torch.float64 for p in trainer.generator.parameters())
+    moments = [v for state in trainer.optimizer.state.values() for k, v in state.items() if k != "step"]
+    assert moments and all(v.dtype == torch.float64 for v in moments)
+    # the trained float64 weights are float32 values: a second cast loses nothing
+    for p in trainer.generator.parameters():
+        assert torch.equal(p, p.float().double())
+    with pytest.raises(ValueError, match="precision must be one of"):
+        TrainingConfig(precision="half")

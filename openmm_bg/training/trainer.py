@@ -1,6 +1,6 @@
 """Training loop: weighted ML / KL / RC losses with schedules, progress and exact resume.
 
-The loss at iteration ``t`` is ``w_ML(t) J_ML + w_KL(t) mean_k J_KL(tau_k) + w_RC(t) J_RC``
+The loss at iteration ``t`` is ``w_ML(t) J_ML + w_KL(t) mean_k J_KL(tau_k) + w_RC(t) J_RC + w_MCMC(t) J_MCMC``
 (see :mod:`openmm_bg.training.losses`).  A batch whose energies are not all finite is
 reported in the history and skipped (no optimizer step), so an infinite energy never
 reaches the weights; with ``nonfinite="drop"`` the failed samples are left out instead.
@@ -25,9 +25,12 @@ from tqdm.auto import tqdm
 from .._validation import ensure_count
 from ..generator.checkpoints import read_torch_file
 from ..generator.model import BoltzmannGenerator, check_finite
-from .losses import kl_loss, ml_loss, rc_loss
+from .losses import MCMC_KINDS, kl_loss, mcmc_loss, ml_loss, rc_loss
 
-__all__ = ["Schedule", "TrainingConfig", "Trainer", "read_settings", "write_settings"]
+__all__ = ["Schedule", "TrainingConfig", "Trainer", "read_settings", "write_settings", "PRECISIONS"]
+
+#: the dtypes a network can train in
+PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
 
 
 def read_settings(path: str | Path, what: str) -> dict:
@@ -119,10 +122,24 @@ class TrainingConfig:
     weight_decay : float
         Decoupled weight decay (AdamW); 0 is plain Adam.  Helps against over-fitting a
         small trajectory.
-    w_ml, w_kl, w_rc : float or list of [iteration, weight]
-        Loss weights (see :class:`Schedule`).
+    w_ml, w_kl, w_rc, w_mcmc : float or list of [iteration, weight]
+        Loss weights (see :class:`Schedule`).  ``w_mcmc`` trains for moves
+        (:func:`~openmm_bg.training.losses.mcmc_loss`): ``kl_batch_size`` moves per step,
+        each from a training configuration, costing two energy evaluations.
+    mcmc_kind : str
+        The move ``w_mcmc`` trains for: ``"independence"`` (``BoltzmannGeneratorMove``) or
+        ``"latent"`` (``LatentMetropolisMove``).
+    mcmc_step_size : float
+        Latent step of ``mcmc_kind: latent``.
+    mcmc_distance_weight : float or None
+        Weight of the squared jump in the MCMC loss; 0 trains for acceptance alone, None
+        chooses by ``mcmc_kind`` (see :func:`~openmm_bg.training.losses.mcmc_loss`).
     temperatures : list of float
         Relative temperatures ``T / T0`` of the KL loss, averaged with equal weight.
+    target_temperature : float
+        Relative temperature of the distribution the generator is trained to represent by
+        energy (the KL energies are divided by it; the prior keeps its width).  Above 1 it
+        trains for a hot target, as temperature annealing starts (:mod:`openmm_bg.training.annealing`).
     energy_cut : float or None
         Energy (kT) above which the KL loss grows only logarithmically.
     rc_bandwidth : float
@@ -137,6 +154,11 @@ class TrainingConfig:
         With validation data, the ML loss on it (``ml_validation`` in the history) is
         computed at iteration 0, every ``validate_every`` iterations and at the last one.
         A validation loss that rises while the training loss falls is over-fitting.
+    precision : str
+        ``"float32"`` or ``"float64"``: the dtype of the network while :meth:`Trainer.train`
+        runs.  float32 steps are about twice as fast and accurate enough for the gradients;
+        afterwards the generator goes back to its own dtype (float64 for the molecular
+        recipes), so that samples, log weights and free energies are computed in float64.
     """
 
     n_iterations: int = 1000
@@ -149,17 +171,23 @@ class TrainingConfig:
     w_ml: float | list = 1.0
     w_kl: float | list = 0.0
     w_rc: float | list = 0.0
+    w_mcmc: float | list = 0.0
+    mcmc_kind: str = "independence"
+    mcmc_step_size: float = 0.5
+    mcmc_distance_weight: float | None = None
     temperatures: list = field(default_factory=lambda: [1.0])
+    target_temperature: float = 1.0
     energy_cut: float | None = 1e3
     rc_bandwidth: float = 0.1
     grad_clip: float | None = 100.0
     nonfinite: str = "skip"
     seed: int = 0
     validate_every: int = 100
+    precision: str = "float32"
 
     def __post_init__(self):
         # YAML 1.1 (PyYAML) reads "1e-3" as a string; accept any spelling float() accepts
-        for name in ("learning_rate", "min_learning_rate", "weight_decay", "rc_bandwidth", "energy_cut", "grad_clip"):
+        for name in ("learning_rate", "min_learning_rate", "weight_decay", "rc_bandwidth", "energy_cut", "grad_clip", "mcmc_step_size", "mcmc_distance_weight", "target_temperature"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, bool):
                 try:
@@ -175,12 +203,20 @@ class TrainingConfig:
                 "learning_rate must be positive and min_learning_rate, weight_decay non-negative, got "
                 f"{self.learning_rate!r}, {self.min_learning_rate!r}, {self.weight_decay!r}"
             )
+        if self.mcmc_kind not in MCMC_KINDS:
+            raise ValueError(f"mcmc_kind must be one of {list(MCMC_KINDS)}, got {self.mcmc_kind!r}")
+        if not (self.mcmc_step_size > 0 and (self.mcmc_distance_weight is None or self.mcmc_distance_weight >= 0)):
+            raise ValueError(f"mcmc_step_size must be positive and mcmc_distance_weight non-negative, got {self.mcmc_step_size}, {self.mcmc_distance_weight}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}")
         if self.nonfinite not in ("skip", "drop"):
             raise ValueError(f"nonfinite must be 'skip' or 'drop', got {self.nonfinite!r}")
         if not self.temperatures or any(not t > 0 for t in self.temperatures):
             raise ValueError(f"temperatures must be a non-empty list of positive numbers, got {self.temperatures!r}")
         self.temperatures = [float(t) for t in self.temperatures]
-        for name in ("w_ml", "w_kl", "w_rc"):
+        if not (math.isfinite(self.target_temperature) and self.target_temperature > 0):
+            raise ValueError(f"target_temperature must be a positive number, got {self.target_temperature!r}")
+        for name in ("w_ml", "w_kl", "w_rc", "w_mcmc"):
             Schedule(getattr(self, name))
 
     @classmethod
@@ -232,7 +268,7 @@ class Trainer:
     ):
         self.generator = generator
         self.config = config or TrainingConfig()
-        self.schedules = {name: Schedule(getattr(self.config, f"w_{name}")) for name in ("ml", "kl", "rc")}
+        self.schedules = {name: Schedule(getattr(self.config, f"w_{name}")) for name in ("ml", "kl", "rc", "mcmc")}
         self.data = None if data is None else self._as_data(data, "training data")
         self.validation_data = None if validation_data is None else self._as_data(validation_data, "validation data")
         self.reaction_coordinate = reaction_coordinate
@@ -259,12 +295,24 @@ class Trainer:
         with torch.no_grad():
             for first in range(0, self.validation_data.shape[0], chunk):
                 part = self.validation_data[first:first + chunk]
-                total += float(ml_loss(self.generator, part)) * part.shape[0]
+                total += float(ml_loss(self.generator, self._in_network_dtype(part))) * part.shape[0]
         return total / self.validation_data.shape[0]
 
+    def _in_network_dtype(self, x: Tensor) -> Tensor:
+        return x.to(self.generator._param_like().dtype)
+
+    def _cast(self, dtype: torch.dtype) -> None:
+        """The network and Adam's moment estimates in ``dtype`` (float32 values round-trip float64 exactly)."""
+        self.generator.to(dtype)
+        for state in self.optimizer.state.values():
+            for key, value in state.items():
+                if key != "step" and isinstance(value, Tensor) and value.is_floating_point():
+                    state[key] = value.to(dtype)
+
     def _check_requirements(self) -> None:
-        if self.schedules["ml"].ever_positive and self.data is None:
-            raise ValueError("w_ml is non-zero but no training data was given")
+        for name in ("ml", "mcmc"):
+            if self.schedules[name].ever_positive and self.data is None:
+                raise ValueError(f"w_{name} is non-zero but no training data was given")
         if self.schedules["rc"].ever_positive and self.reaction_coordinate is None:
             raise ValueError("w_rc is non-zero but no reaction_coordinate was given")
 
@@ -287,14 +335,14 @@ class Trainer:
         total = None
         if weights["ml"] > 0:
             index = torch.randint(0, self.data.shape[0], (cfg.batch_size,), generator=self.rng)
-            j_ml = ml_loss(self.generator, self.data[index.to(self.data.device)])
+            j_ml = ml_loss(self.generator, self._in_network_dtype(self.data[index.to(self.data.device)]))
             row["ml"] = j_ml.item()
             total = weights["ml"] * j_ml
         n_nonfinite = 0
         if weights["kl"] > 0 or weights["rc"] > 0:
             kl_terms, rc_terms = [], []
             for tau in cfg.temperatures:
-                term = kl_loss(self.generator, cfg.kl_batch_size, tau, cfg.energy_cut, self.rng, cfg.nonfinite == "drop")
+                term = kl_loss(self.generator, cfg.kl_batch_size, tau, cfg.energy_cut, self.rng, cfg.nonfinite == "drop", cfg.target_temperature)
                 self.energy_evaluations += cfg.kl_batch_size + (term.x.shape[0] if term.n_nonfinite and cfg.nonfinite == "drop" else 0)
                 n_nonfinite += term.n_nonfinite
                 kl_terms.append(term.loss)
@@ -308,6 +356,15 @@ class Trainer:
                 j_rc = torch.stack(rc_terms).mean()
                 row["rc"] = j_rc.item()
                 total = weights["rc"] * j_rc if total is None else total + weights["rc"] * j_rc
+        if weights["mcmc"] > 0:
+            index = torch.randint(0, self.data.shape[0], (cfg.kl_batch_size,), generator=self.rng)
+            term = mcmc_loss(
+                self.generator, self._in_network_dtype(self.data[index.to(self.data.device)]), cfg.mcmc_kind,
+                cfg.mcmc_step_size, cfg.mcmc_distance_weight, cfg.energy_cut, self.rng,
+            )
+            self.energy_evaluations += term.n_energies
+            row["mcmc"], row["mcmc_acceptance"] = term.loss.item(), term.acceptance
+            total = weights["mcmc"] * term.loss if total is None else total + weights["mcmc"] * term.loss
         row["n_nonfinite"] = n_nonfinite
         skip = total is None or (n_nonfinite > 0 and cfg.nonfinite == "skip") or not torch.isfinite(total)
         if total is not None and not skip:
@@ -338,18 +395,25 @@ class Trainer:
     def train(self, n_iterations: int | None = None, progress: bool = True) -> list[dict]:
         """Run until ``n_iterations`` steps in total have been made (default ``config.n_iterations``).
 
-        Returns the history (one dict per iteration: weights, loss terms, skipped, n_nonfinite).
+        The network runs in ``config.precision`` meanwhile and returns to its own dtype at
+        the end.  Returns the history (one dict per iteration: weights, loss terms,
+        skipped, n_nonfinite).
         """
         target = self.config.n_iterations if n_iterations is None else ensure_count(n_iterations, "n_iterations", 0)
         bar = tqdm(total=target, initial=self.iteration, disable=not progress, desc="training", leave=False)
+        home = self.generator._param_like().dtype
+        self._cast(PRECISIONS[self.config.precision])
         self.generator.train()
-        while self.iteration < target:
-            row = self.step()
-            bar.update(1)
-            if self.iteration % 10 == 0:
-                bar.set_postfix({k: f"{row[k]:.3g}" for k in ("loss", "ml", "kl", "rc") if k in row})
-        bar.close()
-        self.generator.eval()
+        try:
+            while self.iteration < target:
+                row = self.step()
+                bar.update(1)
+                if self.iteration % 10 == 0:
+                    bar.set_postfix({k: f"{row[k]:.3g}" for k in ("loss", "ml", "kl", "rc", "mcmc") if k in row})
+        finally:
+            bar.close()
+            self.generator.eval()
+            self._cast(home)
         return self.history
 
     @property
