@@ -5,19 +5,27 @@
 name; a command that builds it otherwise passes :func:`hamiltonian_keywords` on and
 builds inside :func:`reporting_hamiltonian`.  Either prints loading warnings as one
 line each and the Hamiltonian of a user's system as one line.
+
+Every command takes ``--threads`` (:func:`add_threads_argument`): torch's intra-op
+threads, ``auto`` by default, chosen by :func:`command_threads` from a short timing
+of the command's own work (:func:`openmm_bg.training.threads.choose_torch_threads`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 from ..molecules.hamiltonian import CONSTRAINTS, IMPLICIT_SOLVENT_MODELS
 
-__all__ = ["add_system_arguments", "hamiltonian_keywords", "reporting_hamiltonian", "resolve_command_system"]
+__all__ = [
+    "add_system_arguments", "hamiltonian_keywords", "reporting_hamiltonian", "resolve_command_system",
+    "add_threads_argument", "requested_threads", "command_threads", "settings_threads", "sampling_threads", "SAMPLING_PROBE", "sampling_workload", "training_workload",
+]
 
 T = TypeVar("T")
 
@@ -123,3 +131,136 @@ def resolve_command_system(command: str, args: argparse.Namespace):
         return resolve_system(system=args.system, structure=args.structure, system_file=args.system_file, **hamiltonian_keywords(args))
 
     return reporting_hamiltonian(command, build, own_files=args.structure is not None)
+
+
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    """Add ``--threads N|auto``, the number of torch intra-op threads (see :func:`command_threads`)."""
+    parser.add_argument(
+        "--threads", default="auto", metavar="N",
+        help="torch intra-op threads: a positive integer, or auto (the default): OMP_NUM_THREADS if set, "
+        "else 1 or all cores, whichever runs a short timing of this command's own work faster "
+        "(on a busy machine one thread can be 10 times faster)",
+    )
+
+
+def requested_threads(args: argparse.Namespace) -> int | None:
+    """``--threads`` as a count, or None for ``auto``; a ``ValueError`` for anything else.
+
+    Commands call it first, so that a bad value ends the run before any work.
+    """
+    text = str(args.threads).strip()
+    if text == "auto":
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"--threads must be a positive integer or auto, got {args.threads!r}")
+    return int(text)
+
+
+@contextlib.contextmanager
+def command_threads(args: argparse.Namespace, workload: Callable[[], object] | None, per: str = "step") -> Iterator[int]:
+    """Choose the torch threads for the block, print the one line that says so, and restore them after it.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        With ``threads`` from :func:`add_threads_argument`.
+    workload : callable or None
+        A short piece of the command's own work to time; it runs at least three times,
+        so ideally well under 0.3 s on one thread.  None for a command without torch
+        work (one thread unless asked otherwise).
+    per : str
+        What one workload call is, for the printed line (``"step"``, ``"batch"``).
+
+    Yields
+    ------
+    int
+        The number of threads in force inside the block.
+    """
+    from ..training.threads import choose_torch_threads, format_thread_choice, torch_threads
+
+    choice = choose_torch_threads(workload, override=requested_threads(args))
+    print(format_thread_choice(choice, per=per, override_label="--threads"))
+    # the command's own run: set for the block, and restored for a caller of openmm_bg.cli.main
+    with torch_threads(choice.n_threads):
+        yield choice.n_threads
+
+
+def settings_threads(args: argparse.Namespace, configured: int, setting: str) -> int:
+    """The threads of a recipe that sets its own (``demo``, ``toy``): ``--threads N``, else its setting; prints the line.
+
+    ``auto`` keeps the recipe's setting, unmeasured: the recipe applies its setting
+    itself, around work the command cannot time beforehand.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        With ``threads`` from :func:`add_threads_argument`.
+    configured : int
+        The recipe's setting.
+    setting : str
+        Its name, for the printed line (e.g. ``"DemoSettings.torch_threads"``).
+    """
+    requested = requested_threads(args)
+    if requested is not None:
+        print(f"torch threads: {requested} (--threads)")
+        return requested
+    print(f"torch threads: {configured} ({setting}; --threads N to change)")
+    return configured
+
+
+#: samples in the batch :func:`sampling_workload` times: about 60 ms for alanine dipeptide on one core
+SAMPLING_PROBE = 256
+
+
+def sampling_workload(generator, size: int, seed: int = 0) -> Callable[[], object]:
+    """One weighted sampling batch of ``size`` samples of ``generator`` (energies included), to time.
+
+    Its own seeded ``torch.Generator``: torch's global generator and the run's draws are untouched.
+    """
+
+    def workload():
+        import torch
+
+        return generator.sample(size, generator=torch.Generator().manual_seed(seed))
+
+    return workload
+
+
+def sampling_threads(args: argparse.Namespace, generator) -> contextlib.AbstractContextManager[int]:
+    """:func:`command_threads` for drawing ``args.n_samples`` from ``generator`` in ``args.batch_size`` batches (``sample``, ``free-energy``)."""
+    probe = min(args.batch_size, args.n_samples, SAMPLING_PROBE)
+    return command_threads(args, sampling_workload(generator, probe, args.seed), per=f"{probe} samples")
+
+
+def training_workload(generator, batch=None, kl_batch_size: int = 0, temperatures=(1.0,), seed: int = 0) -> Callable[[], object]:
+    """The network work of one training step of ``generator``, to time; its weights are left as they were.
+
+    The likelihood of ``batch`` and, with ``kl_batch_size``, generator samples drawn with
+    their gradient at each of ``temperatures``, then the backward pass.  Target energies
+    are left out: OpenMM computes them outside torch's threads.
+
+    Parameters
+    ----------
+    generator : BoltzmannGenerator
+    batch : Tensor, shape (batch_size, *event_shape), nm, optional
+        Configurations for the likelihood term (None: no such term).
+    kl_batch_size : int
+        Samples per temperature for the by-energy term (0: no such term).
+    temperatures : sequence of float
+        Relative temperatures of the by-energy term.
+    seed : int
+        Seed of the samples' own ``torch.Generator``.
+    """
+    import torch
+
+    noise = torch.Generator().manual_seed(seed)
+
+    def workload():
+        terms = [] if batch is None else [-generator.log_prob(batch).mean()]
+        if kl_batch_size:
+            terms += [generator.propose(kl_batch_size, tau, generator=noise, with_grad=True)[2].mean() for tau in temperatures]
+        if terms:
+            torch.stack(terms).sum().backward()
+            generator.zero_grad(set_to_none=True)
+
+    return workload

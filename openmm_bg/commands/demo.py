@@ -18,6 +18,8 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from ._options import add_threads_argument, requested_threads, settings_threads
+
 __all__ = ["configure", "run"]
 
 
@@ -27,6 +29,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, metavar="DEMO.yaml", help="YAML file of demo settings (openmm_bg.recipes.demo.DemoSettings); missing keys keep their values")
     parser.add_argument("--quick", action="store_true", help="a tiny budget (well under a minute) to check an installation; --config applies on top")
     parser.add_argument("--seed", type=int, help="seed of the run (overrides the settings' seed)")
+    add_threads_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars and phase messages")
 
 
@@ -35,11 +38,16 @@ def run(args: argparse.Namespace) -> int:
     from ..recipes.demo import OUTPUT_FILES, DemoSettings, run_demo
     from ..recipes.demo_plots import plot_demo
 
+    requested_threads(args)
     settings = DemoSettings.quick() if args.quick else DemoSettings()
     if args.config is not None:
         settings = DemoSettings.from_yaml(args.config, base=settings)
     if args.seed is not None:
         settings = dataclasses.replace(settings, seed=args.seed)
+    # only an explicit --threads replaces the settings' torch_threads, which run_demo applies itself
+    threads = settings_threads(args, settings.torch_threads, "DemoSettings.torch_threads")
+    if threads != settings.torch_threads:
+        settings = dataclasses.replace(settings, torch_threads=threads)
     report = run_demo(settings, args.output, progress=not args.no_progress)
     figures = plot_demo(report, args.output)
     print(report.summary())

@@ -18,6 +18,7 @@ from ..training.recipe import seeded_parameters
 from ..generator.checkpoints import save_generator
 from ..molecules.loading import checkpoint_metadata
 from ..molecules.systems import get_system, list_systems
+from ._options import add_threads_argument, command_threads, requested_threads, training_workload
 
 __all__ = ["configure", "run"]
 
@@ -52,10 +53,35 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hidden", type=int, nargs="+", default=[64, 64])
     parser.add_argument("--blocks", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    add_threads_argument(parser)
+
+
+def _exploration_step(generator, start, settings: ExplorationSettings):
+    """The network work of one exploration iteration, to time; the generator's weights are left as they were.
+
+    A training step (:func:`~._options.training_workload`) on a batch near ``start``,
+    which stands in for the buffer the warm-up fills later, and a pass of a batch
+    through the flow without gradient, as the latent Metropolis sweep makes.
+    """
+    import torch
+
+    dtype = next(generator.parameters()).dtype
+    noise = torch.Generator().manual_seed(settings.seed)
+    batch = torch.as_tensor(start, dtype=dtype) + 1e-3 * torch.randn(settings.batch_size, *start.shape, generator=noise, dtype=dtype)
+    train = training_workload(
+        generator, batch if settings.w_ml > 0 else None, settings.kl_batch_size if settings.w_kl > 0 else 0, settings.kl_temperatures, settings.seed
+    )
+
+    def step():
+        train()
+        generator.propose(settings.batch_size, generator=noise)
+
+    return step
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``openmm-bg explore``; return the exit status."""
+    requested_threads(args)
     molecule = get_system(args.system)
     if args.target is not None and args.target not in molecule.states:
         raise ValueError(f"unknown state {args.target!r} of {args.system}; known: {', '.join(molecule.states) or 'none'}")
@@ -98,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
         if not 0 <= args.start_frame < len(frames):
             raise ValueError(f"--start-frame must lie in [0, {len(frames)}), got {args.start_frame}")
         start = frames[args.start_frame].astype("float64")
-    result = explore(generator, energy, start, settings, target=target, stop_at_target=args.stop_at_target)
+    with command_threads(args, _exploration_step(generator, start, settings)):
+        result = explore(generator, energy, start, settings, target=target, stop_at_target=args.stop_at_target)
     path = save_generator(generator, args.output, builder, kwargs, metadata={"exploration": dict(vars(settings)), **checkpoint_metadata(molecule)})
     last = result.history[-1] if result.history else {}
     by_kind = ", ".join(f"{kind} {count}" for kind, count in result.evaluations.items())

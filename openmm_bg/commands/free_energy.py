@@ -23,7 +23,12 @@ The estimate is ``F_B - F_A = -ln(sum_B w / sum_A w)`` in kT with the
 self-normalised importance weights ``w`` of all samples drawn (those outside the
 coordinate domain have zero weight), and a bootstrap standard error over samples
 (:func:`openmm_bg.analysis.state_free_energy`).  The report gives the
-Kish ESS of all samples and the number of samples and the ESS in each state; where
+Kish ESS of all samples, the Pareto k-hat of their weights (Vehtari et al.; above
+0.7 the weights cannot be trusted), the number of samples and the ESS in each state,
+and a ``warning`` line for each reason the estimate and its bootstrap error cannot be
+trusted (heavy-tailed weights, fewer than 10 effective samples in a state, bootstrap
+resamples that leave a state empty: then the error is ``inf``).  A state without any
+weight is an error (exit 2).  Where
 the repository bundles a reference for the two states (alanine dipeptide in vacuum,
 phi < 0 vs phi > 0 at 300 K), it is printed with the deviation.  --output writes
 the numbers to a JSON file.
@@ -40,11 +45,11 @@ from typing import Any
 import numpy as np
 
 from .._validation import ensure_count
-from ..analysis.states import state_free_energy
+from ..analysis.states import diagnostic_lines, state_free_energy
 from ..molecules.loading import resolve_system
 from ..sampling import draw_samples, load_checkpoint, load_samples, report_lines
 from ..units import kt_kcalmol
-from ._options import add_system_arguments, hamiltonian_keywords, reporting_hamiltonian
+from ._options import add_system_arguments, add_threads_argument, hamiltonian_keywords, reporting_hamiltonian, requested_threads, sampling_threads
 
 __all__ = ["configure", "run"]
 
@@ -66,6 +71,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=10000, help="samples per batch when sampling (default 10000)")
     parser.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for the error (default 200)")
     add_system_arguments(parser, hamiltonian=True)
+    add_threads_argument(parser)
     parser.add_argument("--output", "-o", type=Path, help="also write the numbers to this JSON file")
     parser.add_argument("--no-progress", action="store_true")
 
@@ -106,10 +112,11 @@ def _samples_and_molecule(args: argparse.Namespace, draw: bool = True):
     )
     if not draw:
         return None, molecule, molecule.topology
-    samples = draw_samples(
-        generator, args.n_samples, seed=args.seed, batch_size=args.batch_size, progress=not args.no_progress,
-        system=molecule.name, temperature_K=temperature,
-    )
+    with sampling_threads(args, generator):
+        samples = draw_samples(
+            generator, args.n_samples, seed=args.seed, batch_size=args.batch_size, progress=not args.no_progress,
+            system=molecule.name, temperature_K=temperature,
+        )
     if samples.n_written == 0:
         raise ValueError(f"all {samples.n_requested} samples fell outside the generator's coordinate domain; is the generator trained for {molecule.name}?")
     return samples, molecule, molecule.topology
@@ -166,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         raise ValueError(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required (or --list-cvs to see the collective variables)")
     ensure_count(args.bootstrap, "--bootstrap", 2)
+    requested_threads(args)
     samples, molecule, topology = _samples_and_molecule(args)
     variables = _collective_variables(args, molecule, topology)
     builtin_states = dict(molecule.states) if molecule is not None else {}
@@ -175,24 +183,25 @@ def run(args: argparse.Namespace) -> int:
     in_a, in_b = evaluate_states([state_a, state_b], samples.positions)
     names = (f"A ({state_a.definition!r})", f"B ({state_b.definition!r})")
     result = state_free_energy(
-        samples.log_weight, in_a, in_b, n_out_of_domain=samples.n_out_of_domain, n_bootstrap=args.bootstrap, seed=args.seed, names=names
+        samples.log_weight, in_a, in_b, n_out_of_domain=samples.n_out_of_domain, n_bootstrap=args.bootstrap, seed=args.seed, names=names,
+        warn=False,  # the warnings are printed below, one line each
     )
     kcal = kt_kcalmol(samples.temperature_K)
     system_name = molecule.name if molecule is not None else samples.system
     reference = bundled_reference(system_name, state_a.definition, state_b.definition, samples.temperature_K)
 
-    for line in report_lines(samples, kept="read" if args.source.is_dir() else "kept"):
+    printed = report_lines(samples, kept="read" if args.source.is_dir() else "kept")
+    # the sample summary already gives the k-hat line (and its warning): print each line once
+    printed += [line for line in diagnostic_lines(result, samples.n_requested, (repr(state_a.definition), repr(state_b.definition))) if line not in printed]
+    for line in printed:
         print(line)
-    for key, state in (("a", state_a), ("b", state_b)):
-        print(f"state {key.upper()}               {state.definition!r}: {result[f'n_{key}']} samples, Kish ESS {result[f'ess_{key}']:.1f}")
-    if min(result["ess_a"], result["ess_b"]) < 10:
-        print("warning               fewer than 10 effective samples in a state: the estimate and its bootstrap error are unreliable")
     if result["n_both"]:
         print(f"note                  {result['n_both']} samples lie in both states")
     value, error = result["delta_f_kT"], result["error_kT"]
     print(
         f"F_B - F_A             {value:.3f} +- {error:.3f} kT (bootstrap, {args.bootstrap} resamples) "
         f"= {value * kcal:.3f} +- {error * kcal:.3f} kcal/mol at {samples.temperature_K:g} K"
+        + ("" if result["reliable"] else "; NOT RELIABLE, see the warnings above")
     )
     record: dict[str, Any] = {
         "source": str(args.source),
@@ -217,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
         combined = math.hypot(error, reference["error_kT"])
         print(
             f"reference             {reference['delta_f_kT']:.3f} +- {reference['error_kT']:.3f} kT ({Path(reference['file']).name}); "
-            f"deviation {deviation:+.3f} kT" + (f" = {deviation / combined:+.1f} combined standard errors" if combined > 0 else "")
+            f"deviation {deviation:+.3f} kT" + (f" = {deviation / combined:+.1f} combined standard errors" if 0 < combined < math.inf else "")
         )
         record["reference"] = {"delta_f_kT": reference["delta_f_kT"], "error_kT": reference["error_kT"], "file": reference["file"], "deviation_kT": deviation}
     if args.output is not None:

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from .._validation import ensure_count
-from ._options import add_system_arguments, resolve_command_system
+from ._options import add_system_arguments, add_threads_argument, command_threads, requested_threads, resolve_command_system
 
 __all__ = ["configure", "run"]
 
@@ -44,6 +44,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--platform", help="OpenMM platform; default: the system's recommended one")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint-every", type=int, default=1000, help="frames between checkpoints (MD)")
+    add_threads_argument(parser)
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -69,15 +70,13 @@ def _with_start(mol, path: Path):
 
 def run(args: argparse.Namespace) -> int:
     """Run the simulation described by ``args``; return 0 on success."""
-    from ..simulation.tempering import read_parallel_tempering, run_parallel_tempering
     from ..simulation.langevin import repartition_hydrogen_mass
-    from ..simulation.dynamics import run_md
-    from ..molecules.trajectories import save_topology, save_trajectory
 
     if args.output.suffix.lower() not in (".dcd", ".xtc"):
         raise ValueError(f"--output must end in .dcd or .xtc, got {args.output.name}")
     ensure_count(args.frames, "--frames")
     ensure_count(args.steps_per_frame, "--steps-per-frame")
+    requested_threads(args)
     if not args.timestep > 0:
         raise ValueError(f"--timestep must be positive, got {args.timestep}")
     mol = _molecular_system(args)
@@ -90,6 +89,16 @@ def run(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     # without --friction, run_md and run_parallel_tempering keep their own defaults (1/ps and 10/ps)
     friction = {} if args.friction is None else {"collision_rate": args.friction}
+    # the dynamics are OpenMM's, which keeps its own threads: torch has nothing to time here
+    with command_threads(args, None):
+        return _simulate(args, mol, system, platform, progress, friction)
+
+
+def _simulate(args: argparse.Namespace, mol, system, platform: str, progress: bool, friction: dict) -> int:
+    """MD, or parallel tempering with --temperatures, of ``system``; writes the outputs and returns 0."""
+    from ..simulation.tempering import read_parallel_tempering, run_parallel_tempering
+    from ..simulation.dynamics import run_md
+    from ..molecules.trajectories import save_topology, save_trajectory
 
     if not args.temperatures:
         run_md(

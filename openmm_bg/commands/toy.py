@@ -12,6 +12,8 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from ._options import add_threads_argument, requested_threads, settings_threads
+
 __all__ = ["configure", "run"]
 
 
@@ -26,12 +28,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="a reduced budget that runs in about a minute")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=Path("openmm-bg-toy"), help="folder for the figure and report (default ./openmm-bg-toy)")
+    add_threads_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..recipes.toy import ToyDemoSettings, plot_toy_demo, run_toy_demo
 
+    requested_threads(args)
     if args.quick:
         settings = ToyDemoSettings.reduced(args.system)
     else:
@@ -40,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     for name in ("n_samples", "ml_iterations", "kl_iterations"):
         if getattr(settings, name) < 1:
             raise ValueError(f"{name.replace('_', '-')} must be a positive integer, got {getattr(settings, name)}")
+    # only an explicit --threads replaces the settings' torch_threads, which run_toy_demo applies itself
+    settings.torch_threads = settings_threads(args, settings.torch_threads, "ToyDemoSettings.torch_threads")
     report = run_toy_demo(settings, progress=not args.no_progress)
     args.output.mkdir(parents=True, exist_ok=True)
     figure = plot_toy_demo(report, args.output / f"{settings.system}.png")

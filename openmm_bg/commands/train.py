@@ -20,7 +20,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ._options import add_system_arguments, resolve_command_system
+from ._options import add_system_arguments, add_threads_argument, command_threads, requested_threads, resolve_command_system, training_workload
 
 __all__ = ["configure", "run"]
 
@@ -38,7 +38,31 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--blocks", type=int, default=4, help="coupling blocks (default 4)")
     parser.add_argument("--hidden", type=int, nargs="+", default=[128, 128], help="hidden widths (default 128 128)")
     parser.add_argument("--output", "-o", type=Path, default=Path("openmm-bg-train"), help="output folder (default ./openmm-bg-train)")
+    add_threads_argument(parser)
     parser.add_argument("--no-progress", action="store_true")
+
+
+def _training_step(molecule, frames, config, architecture: dict):
+    """The network work of one training step, on a stand-in for the generator to train, to time.
+
+    The stand-in has the same build and the step the settings' batch sizes and loss
+    terms (:func:`~._options.training_workload`); it is built apart, so the run's own
+    generator, its seed and torch's global generator are untouched.
+    """
+    import torch
+
+    from ..generator.recipes import molecular_generator_from_data
+    from ..training.recipe import seeded_parameters
+    from ..training.trainer import Schedule
+
+    stand_in = seeded_parameters(
+        lambda: molecular_generator_from_data(molecule.topology, frames.positions, None, system=molecule.system, **architecture)[0], config.seed
+    )
+    dtype = next(stand_in.parameters()).dtype
+    rows = torch.randint(0, frames.positions.shape[0], (config.batch_size,), generator=torch.Generator().manual_seed(config.seed))
+    batch = torch.as_tensor(frames.positions, dtype=dtype)[rows] if Schedule(config.w_ml).ever_positive else None
+    kl_batch_size = config.kl_batch_size if Schedule(config.w_kl).ever_positive else 0
+    return training_workload(stand_in, batch, kl_batch_size, config.temperatures, config.seed)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,12 +75,15 @@ def run(args: argparse.Namespace) -> int:
     for name, value in (("--blocks", args.blocks), ("--stride", args.stride), *(("--hidden", h) for h in args.hidden)):
         ensure_count(value, name)
     check_fraction(args.validation_fraction, "--validation-fraction")
+    requested_threads(args)
     config = TrainingConfig.from_yaml(args.config) if args.config else TrainingConfig()
     molecule = resolve_command_system("train", args)
     frames = load_training_frames(molecule, [(args.trajectory, args.stride)], args.validation_fraction)
     architecture = {"n_blocks": args.blocks, "hidden": list(args.hidden), "coupling": args.coupling}
-    # the network's initial weights come from the settings' seed too: the run is reproducible from it
-    training = train_molecular_generator(molecule, frames, [config], seed=config.seed, architecture=architecture, progress=not args.no_progress)
+    workload = None if requested_threads(args) else _training_step(molecule, frames, config, architecture)
+    with command_threads(args, workload):
+        # the network's initial weights come from the settings' seed too: the run is reproducible from it
+        training = train_molecular_generator(molecule, frames, [config], seed=config.seed, architecture=architecture, progress=not args.no_progress)
     wall = sum(training.wall_time_s)
 
     args.output.mkdir(parents=True, exist_ok=True)
