@@ -13,7 +13,7 @@ import torch
 import openmm_bg.simulation  # noqa: F401  (imports pymbar, whose banner must not land inside a captured test)
 from openmm_bg.generator.recipes import molecular_generator, molecular_generator_from_data
 from openmm_bg.cli import main
-from openmm_bg.analysis import state_free_energy
+from openmm_bg.analysis import khat_line, pareto_khat, pareto_khat_threshold, state_free_energy
 from openmm_bg.sampling.samples import draw_samples, load_samples, save_samples
 from openmm_bg.energies import OpenMMEnergy
 from openmm_bg.generator.checkpoints import load_generator, save_generator
@@ -86,6 +86,10 @@ def test_sample_writes_the_documented_files(checkpoint, tmp_path, capsys):
     # the printed ESS is the Kish ESS of all 700 samples drawn
     ess = kish_ess(np.concatenate([a["log_weight"], np.full(700 - n, -np.inf)]))
     assert f"Kish ESS              {100 * ess:.2f} %" in printed
+    # and the Pareto k-hat of the same weights, with a warning line when it is above the threshold
+    k_hat = pareto_khat(np.concatenate([a["log_weight"], np.full(700 - n, -np.inf)]))
+    assert khat_line(k_hat, 700) in printed.splitlines()
+    assert ("warning               Pareto k-hat" in printed) == (k_hat > pareto_khat_threshold(700))
     assert f"energy evaluations    {n}" in printed
     assert str(out / "samples.npz") in printed and str(out / "samples.dcd") in printed and str(out / "samples.pdb") in printed
 
@@ -149,6 +153,13 @@ def test_free_energy_on_a_sample_folder_matches_numpy(sample_folder, tmp_path, c
     assert record["reference"]["deviation_kT"] == pytest.approx(expected - reference["delta_f_kT"], abs=1e-9)
     assert f"{expected:.3f} +- " in printed and "reference" in printed and "Kish ESS" in printed
     assert "samples read" in printed and "samples written" not in printed  # free-energy writes no samples
+    # the diagnostics: k-hat of all weights, effective samples per state, one warning line per reason
+    lines = printed.splitlines()
+    assert record["k_hat"] == pytest.approx(pareto_khat(_arrays(sample_folder)["log_weight"]), abs=1e-12)
+    assert record["ess_a"] == pytest.approx(w[in_a].sum() ** 2 / (w[in_a] ** 2).sum(), rel=1e-9)
+    assert sum(line.startswith("Pareto k-hat") for line in lines) == 1
+    assert [line[22:] for line in lines if line.startswith("warning")] == record["warnings"]
+    assert ("NOT RELIABLE" in printed) == (not record["reliable"]) == bool(record["warnings"])
     # the same states as expressions, and swapped
     assert main(["free-energy", str(sample_folder), "--state-a", "phi > 0", "--state-b", "phi < 0", "--bootstrap", "50", "-o", str(out)]) == 0
     swapped = json.loads(out.read_text())
@@ -210,7 +221,8 @@ def test_out_of_domain_and_failed_samples(tmp_path):
     # thousands of kT, so a larger B can leave A with weights that underflow)
     in_b = np.zeros(samples.n_written, dtype=bool)
     in_b[np.argsort(samples.log_weight)[-1:]] = True
-    result = state_free_energy(samples.log_weight, ~in_b, in_b, n_out_of_domain=samples.n_out_of_domain, n_bootstrap=10)
+    result = state_free_energy(samples.log_weight, ~in_b, in_b, n_out_of_domain=samples.n_out_of_domain, n_bootstrap=10, warn=False)
+    assert not result["reliable"] and any(message.startswith("state B has 1.0 effective samples") for message in result["warnings"])
     w = np.exp(samples.log_weight - samples.log_weight[~failed].max())
     assert result["delta_f_kT"] == pytest.approx(-np.log(w[in_b].sum() / w[~in_b].sum()), abs=1e-9)
     assert result["kish_ess"] == pytest.approx(kish_ess(samples.log_weight) * samples.n_written / 600, rel=1e-9)

@@ -1,5 +1,14 @@
 """Estimates from weighted samples and works, on plain arrays: reweighting, free energies, diagnostics."""
 
+from .diagnostics import (
+    MIN_STATE_ESS,
+    UnreliableWeightsWarning,
+    generalized_pareto_fit,
+    pareto_khat,
+    pareto_khat_threshold,
+    state_ess,
+    weight_warnings,
+)
 from .free_energy import StateFreeEnergies, bar, bar_through_latent, fep, kl_bound, latent_works, macrostate_free_energy, mbar
 from .reweighting import (
     Estimate,
@@ -11,7 +20,7 @@ from .reweighting import (
     state_free_energy_difference,
     weighted_mean,
 )
-from .states import state_free_energy
+from .states import diagnostic_lines, khat_line, state_free_energy
 
 __all__ = [
     "Estimate",
@@ -23,6 +32,15 @@ __all__ = [
     "free_energy_profile",
     "state_free_energy_difference",
     "state_free_energy",
+    "diagnostic_lines",
+    "khat_line",
+    "UnreliableWeightsWarning",
+    "MIN_STATE_ESS",
+    "pareto_khat",
+    "pareto_khat_threshold",
+    "generalized_pareto_fit",
+    "state_ess",
+    "weight_warnings",
     "fep",
     "bar",
     "latent_works",

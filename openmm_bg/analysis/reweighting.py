@@ -4,11 +4,14 @@ A sample ``x`` drawn from the generator density ``p_X`` gets the weight
 ``w = exp(-u(x)) / p_X(x)``, known up to a constant; ``log w = -u - log p_X``.
 All functions take log weights (numpy arrays or tensors, shape (n,)) and work in
 float64.  ``-inf`` log weights (failed energies) count as zero weight.
-Errors are bootstrap standard deviations over resampled sample sets.
+Errors are bootstrap standard deviations over resampled sample sets: they see only the
+samples drawn, so read them with the diagnostics of :mod:`openmm_bg.analysis.diagnostics`
+(Pareto k-hat, effective samples per state).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -190,8 +193,12 @@ def free_energy_profile(
 
 
 def _delta_f(in_a: np.ndarray, in_b: np.ndarray, w: np.ndarray) -> float:
-    with np.errstate(divide="ignore"):
-        return float(-np.log(w[in_b].sum()) + np.log(w[in_a].sum()))
+    """``-log(sum_B w / sum_A w)``; ``+inf`` / ``-inf`` when B / A holds no weight, ``nan`` when neither does."""
+    mass_a, mass_b = float(w[in_a].sum()), float(w[in_b].sum())
+    if mass_a == 0.0 or mass_b == 0.0:
+        # a bootstrap resample can miss every sample of a small state; say so without a RuntimeWarning
+        return float("nan") if mass_a == mass_b else (math.inf if mass_b == 0.0 else -math.inf)
+    return math.log(mass_a) - math.log(mass_b)
 
 
 def state_free_energy_difference(
@@ -215,7 +222,14 @@ def state_free_energy_difference(
     Returns
     -------
     Estimate
-        ``(value, error)`` in kT.  Raises ``ValueError`` if a state holds no weight.
+        ``(value, error)`` in kT.  The error is ``inf`` when some bootstrap resample holds
+        no weight in a state (the state has too few samples for any error); ``nan`` for
+        fewer than 2 resamples.
+
+    Raises
+    ------
+    ValueError
+        If a state holds no sample with a nonzero weight.
     """
     log_w = _check_log_weights(log_w)
     in_a = np.asarray(in_a, dtype=bool)
@@ -228,6 +242,10 @@ def state_free_energy_difference(
             raise ValueError(f"state {name} holds no sample with a finite weight ({int(ind.sum())} samples in it)")
     value = _delta_f(in_a, in_b, w)
     boot = np.array([_delta_f(in_a[i], in_b[i], w[i]) for i in _bootstrap_indices(w.size, n_bootstrap, seed)])
-    boot = boot[np.isfinite(boot)]
-    error = float(boot.std(ddof=1)) if boot.size > 1 else float("nan")
+    if boot.size < 2:
+        return Estimate(value, float("nan"))
+    # Resamples that leave a state without weight have an infinite difference.  Dropping
+    # them would keep only the lucky resamples and shrink the error; the honest error of
+    # an estimate that a resample can make infinite is unbounded.
+    error = float(boot.std(ddof=1)) if np.isfinite(boot).all() else math.inf
     return Estimate(value, error)

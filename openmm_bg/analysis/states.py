@@ -1,15 +1,25 @@
-"""The free-energy difference of two states from importance weights, with the statistics a report needs."""
+"""The free-energy difference of two states from importance weights, with the statistics a report needs.
+
+A bootstrap error only sees the samples drawn; :func:`state_free_energy` therefore also
+reports the Pareto k-hat of the weights and the effective samples in each state
+(:mod:`openmm_bg.analysis.diagnostics`), and warns (:class:`UnreliableWeightsWarning`)
+when they say the estimate cannot be trusted.  :func:`diagnostic_lines` formats them
+as a report prints them.
+"""
 
 from __future__ import annotations
 
+import math
+import warnings
 from typing import Any
 
 import numpy as np
 
 from .._validation import ensure_count
+from .diagnostics import MIN_STATE_ESS, UnreliableWeightsWarning, pareto_khat, pareto_khat_threshold, pareto_tail_size, state_ess, weight_warnings
 from .reweighting import kish_ess, state_free_energy_difference
 
-__all__ = ["state_free_energy"]
+__all__ = ["state_free_energy", "diagnostic_lines", "khat_line"]
 
 
 def state_free_energy(
@@ -21,6 +31,8 @@ def state_free_energy(
     n_bootstrap: int = 200,
     seed: int = 0,
     names: tuple[str, str] = ("A", "B"),
+    min_state_ess: float = MIN_STATE_ESS,
+    warn: bool = True,
 ) -> dict[str, Any]:
     """``F_B - F_A`` in kT from the samples' importance weights, with state statistics.
 
@@ -38,13 +50,23 @@ def state_free_energy(
     seed : int
     names : (str, str)
         How messages call the states.
+    min_state_ess : float
+        Fewer effective samples in a state than this make a warning.
+    warn : bool
+        Also emit each warning as an :class:`UnreliableWeightsWarning` (a command that
+        prints ``warnings`` itself turns this off).
 
     Returns
     -------
     dict
-        ``delta_f_kT``, ``error_kT``, ``kish_ess`` (fraction of all samples drawn),
+        ``delta_f_kT``, ``error_kT`` (bootstrap; ``inf`` when a resample leaves a state
+        without weight), ``n_bootstrap``, ``kish_ess`` (fraction of all samples drawn),
         ``n_a``, ``n_b`` (samples in each state), ``ess_a``, ``ess_b`` (Kish effective
-        sample sizes within each state), ``n_both`` (samples in both states).
+        sample sizes within each state), ``n_both`` (samples in both states),
+        ``k_hat`` (Pareto k-hat of all weights drawn; ``nan`` if it could not be fitted,
+        ``None`` for fewer than 25 samples), ``k_hat_threshold`` (above it the weights
+        cannot be trusted; ``None`` likewise), ``reliable`` (no warning) and ``warnings``
+        (list of str: why the estimate cannot be trusted, one sentence each).
 
     Raises
     ------
@@ -76,17 +98,73 @@ def state_free_energy(
                 "samples lie in it); its probability underflows and the free-energy estimate would be meaningless"
             )
         stats[f"n_{key}"] = n_in
-        stats[f"ess_{key}"] = kish_ess(log_w[mask]) * n_in
+        stats[f"ess_{key}"] = state_ess(log_w, mask)
     # zero-weight samples outside the coordinate domain take part in the bootstrap as they did in the draw
     pad = np.zeros(n_out_of_domain, dtype=bool)
     all_log_w = np.concatenate([log_w, np.full(n_out_of_domain, -np.inf)])
     estimate = state_free_energy_difference(
         np.concatenate([in_a, pad]), np.concatenate([in_b, pad]), all_log_w, n_bootstrap=n_bootstrap, seed=seed
     )
+    # k-hat needs a tail of 5 weights; fewer samples than that say nothing about it
+    enough = pareto_tail_size(n_requested) >= 5
+    k_hat = pareto_khat(all_log_w) if enough else None
+    messages = []
+    if not enough:
+        messages.append(f"only {n_requested} samples: too few to judge the weights (k-hat needs at least 25)")
+    messages += weight_warnings(
+        k_hat, n_requested, {names[0]: stats["ess_a"], names[1]: stats["ess_b"]}, min_state_ess=min_state_ess
+    )
+    if math.isinf(estimate.error):
+        messages.append("the bootstrap error is unbounded: some resamples hold no weight in a state, which has too few samples")
+    if warn:
+        for message in messages:
+            warnings.warn(message, UnreliableWeightsWarning, stacklevel=2)
     return {
         "delta_f_kT": float(estimate.value),
         "error_kT": float(estimate.error),
+        "n_bootstrap": n_bootstrap,
         "kish_ess": kish_ess(all_log_w) if finite.any() else 0.0,
         **stats,
         "n_both": int((in_a & in_b).sum()),
+        "k_hat": k_hat,
+        "k_hat_threshold": pareto_khat_threshold(n_requested) if enough else None,
+        "reliable": not messages,
+        "warnings": messages,
     }
+
+
+def khat_line(k_hat: float | None, n: int, width: int = 22) -> str:
+    """One report line with the Pareto k-hat of ``n`` weights and how to read it (label padded to ``width`` characters)."""
+    label = f"{'Pareto k-hat':<{width}}"
+    if k_hat is None:
+        return f"{label}not computed ({n} samples; it needs at least 25)"
+    if math.isnan(k_hat):
+        return f"{label}not fitted (fewer than 5 distinct large weights)"
+    if k_hat == -math.inf:
+        return f"{label}-inf (no tail: the largest weights are equal)"
+    return f"{label}{k_hat:.2f} (weights trusted below {pareto_khat_threshold(n):.2f}; finite variance below 0.5)"
+
+
+def diagnostic_lines(result: dict[str, Any], n: int, names: tuple[str, str] = ("A", "B")) -> list[str]:
+    """The report lines of :func:`state_free_energy`'s diagnostics, one item a line.
+
+    Parameters
+    ----------
+    result : dict
+        Returned by :func:`state_free_energy`.
+    n : int
+        Samples drawn (those outside the coordinate domain included).
+    names : (str, str)
+        How the lines call the states.
+
+    Returns
+    -------
+    list of str
+        The k-hat line, one line per state with its samples and effective samples,
+        then a ``warning`` line for each entry of ``result["warnings"]``.
+    """
+    lines = [khat_line(result["k_hat"], n)]
+    for key, name in zip(("a", "b"), names):
+        lines.append(f"{'state ' + key.upper():<22}{name}: {result[f'n_{key}']} samples, Kish ESS {result[f'ess_{key}']:.1f}")
+    lines += [f"{'warning':<22}{message}" for message in result["warnings"]]
+    return lines

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .._validation import ensure_count
+from ..analysis.states import khat_line
 from ..training.recipe import check_fraction, load_training_frames, train_molecular_generator
 from ..training.threads import torch_threads
 from ..training.trainer import TrainingConfig, read_settings, write_settings
@@ -215,7 +216,9 @@ class DemoReport:
     ``delta_f`` is ``F(state_b) - F(state_a)`` (None, with ``note`` saying why, when a state
     holds no weight); ``kish_ess`` is a fraction of all samples drawn; ``raw_fraction_b``
     the fraction of the written samples in state B before reweighting; ``state_stats`` has
-    ``n_a``, ``n_b`` (samples) and ``ess_a``, ``ess_b`` (effective samples) in each state.
+    ``n_a``, ``n_b`` (samples), ``ess_a``, ``ess_b`` (effective samples) in each state and
+    the Pareto ``k_hat`` of the weights; ``warnings`` says, one sentence each, why the
+    estimate cannot be trusted (:func:`openmm_bg.analysis.states.state_free_energy`).
     ``reference`` is the bundled record (``delta_f_kT``, ``error_kT``, ``file``) or None;
     ``within_0_2_kT``, ``within_2_sigma`` (twice the generator's bootstrap error) and
     ``within_2_combined_sigma`` (twice the root sum of squares of the generator's and the
@@ -244,6 +247,7 @@ class DemoReport:
     wall_time_s: dict[str, float]
     paths: dict[str, str]
     note: str = ""
+    warnings: list = field(default_factory=list)
     history_ml: list = field(repr=False, default_factory=list)
     history_kl: list = field(repr=False, default_factory=list)
     data_phi_psi: np.ndarray | None = field(repr=False, default=None)
@@ -289,10 +293,16 @@ class DemoReport:
             f"states                 A = {a}, B = {b}",
             f"raw samples in B       {100 * self.raw_fraction_b:.2f} %",
         ]
+        if self.state_stats:
+            lines.append(khat_line(self.state_stats["k_hat"], self.n_samples, width=23))
+            lines += [f"{'state ' + key.upper():<23}{name}: {self.state_stats[f'n_{key}']} samples, Kish ESS {self.state_stats[f'ess_{key}']:.1f}"
+                      for key, name in (("a", a), ("b", b))]
+        lines += [f"{'warning':<23}{message}" for message in self.warnings]
         if self.delta_f is None:
             lines.append(f"F(B) - F(A)            not estimated: {self.note}")
         else:
-            lines.append(f"F(B) - F(A)            {self.delta_f:.3f} +- {self.delta_f_error:.3f} kT (bootstrap, {s.n_bootstrap} resamples)")
+            unreliable = "; NOT RELIABLE, see the warnings above" if self.warnings else ""
+            lines.append(f"F(B) - F(A)            {self.delta_f:.3f} +- {self.delta_f_error:.3f} kT (bootstrap, {s.n_bootstrap} resamples){unreliable}")
         if self.reference is not None:
             lines.append(f"reference              {self.reference['delta_f_kT']:.3f} +- {self.reference['error_kT']:.3f} kT ({Path(self.reference['file']).name})")
         if self.deviation is not None:
@@ -376,13 +386,15 @@ def _run_demo(s: DemoSettings, output: Path, progress: bool) -> DemoReport:
     clock["sampling"] = time.perf_counter()
 
     in_a, in_b = evaluate_states([state_a, state_b], samples.positions)
-    note, stats = "", {}
+    note, stats, warnings_found = "", {}, []
     try:
         result = state_free_energy(
-            samples.log_weight, in_a, in_b, n_out_of_domain=samples.n_out_of_domain, n_bootstrap=s.n_bootstrap, seed=s.seed, names=(s.state_a, s.state_b)
+            samples.log_weight, in_a, in_b, n_out_of_domain=samples.n_out_of_domain, n_bootstrap=s.n_bootstrap, seed=s.seed, names=(s.state_a, s.state_b),
+            warn=False,  # the summary prints them
         )
-        stats = {key: result[key] for key in ("n_a", "n_b", "ess_a", "ess_b", "n_both")}
+        stats = {key: result[key] for key in ("n_a", "n_b", "ess_a", "ess_b", "n_both", "k_hat")}
         delta_f, error = result["delta_f_kT"], result["error_kT"]
+        warnings_found = list(result["warnings"])
     except ValueError as failure:  # a state without weight: keep the outputs, say why
         delta_f = error = None
         note = str(failure)
@@ -411,6 +423,7 @@ def _run_demo(s: DemoSettings, output: Path, progress: bool) -> DemoReport:
         wall_time_s=times,
         paths={key: str(path) for key, path in paths.items()},
         note=note,
+        warnings=warnings_found,
         history_ml=trainers[0].history,
         history_kl=trainers[1].history if len(trainers) > 1 else [],
         data_phi_psi=np.stack([cvs["phi"](positions), cvs["psi"](positions)], 1) if has_rama else None,

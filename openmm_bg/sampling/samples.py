@@ -133,6 +133,18 @@ class SampleSet:
             return 0.0
         return kish_ess(self.all_log_weights)
 
+    def pareto_khat(self) -> float | None:
+        """Pareto k-hat of the weights of all samples drawn (:func:`openmm_bg.analysis.pareto_khat`).
+
+        None for fewer than 25 samples drawn (too few to fit a tail) or no finite weight;
+        ``nan`` when fewer than 5 distinct large weights make the tail.
+        """
+        from ..analysis.diagnostics import pareto_khat, pareto_tail_size
+
+        if self.n_finite == 0 or pareto_tail_size(self.n_requested) < 5:
+            return None
+        return pareto_khat(self.all_log_weights)
+
 
 def load_checkpoint(
     checkpoint: str | os.PathLike,
@@ -403,18 +415,25 @@ def report_lines(samples: SampleSet, kept: str = "written") -> list[str]:
 
     ``kept`` says what happened to the samples in the domain: ``"written"`` (``sample``),
     ``"read"`` (from a sample folder) or ``"kept"`` (drawn and used without writing).
+    Besides the counts it gives the Kish ESS and the Pareto k-hat of the weights, and a
+    ``warning`` line when k-hat says they cannot be trusted.
     """
+    from ..analysis.diagnostics import weight_warnings
+    from ..analysis.states import khat_line
+
     n = samples.n_requested
     ess = samples.kish_ess()
+    k_hat = samples.pareto_khat()
     out = f" ({samples.n_out_of_domain} outside the coordinate domain, zero weight, not {kept})" if samples.n_out_of_domain else ""
     lines = [
         f"{'samples ' + kept:<22}{samples.n_written} of {n} drawn from the generator for {samples.system} at {samples.temperature_K:g} K{out}",
         f"Kish ESS              {100 * ess:.2f} % of {n} ({ess * n:.1f} effective samples)",
-        f"finite energies       {100 * samples.n_finite / n:.2f} % of the samples drawn",
     ]
+    if samples.n_finite:
+        lines.append(khat_line(k_hat, n))
+        lines += [f"{'warning':<22}{message}" for message in weight_warnings(k_hat, n)]
+    lines.append(f"finite energies       {100 * samples.n_finite / n:.2f} % of the samples drawn")
     if samples.wall_time_s > 0:
         lines.append(f"wall time             {samples.wall_time_s:.1f} s (sampling and energies)")
     lines.append(f"energy evaluations    {samples.energy_evaluations}")
     return lines
-
-
