@@ -56,3 +56,35 @@ def test_swap_all_keeps_a_permutation_and_accepts_by_metropolis():
 def test_bad_counts_raise_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="n_iterations must be an integer >= 1, got 0"):
         run(tmp_path / "x.nc", 0, seed=1)
+
+
+def harmonic(k: float = 47_000.0) -> openmm.System:
+    """One particle of 12 Da in an isotropic well of k kJ/mol/nm^2 (period about 100 fs)."""
+    system = openmm.System()
+    system.addParticle(12.0)
+    force = openmm.CustomExternalForce(f"0.5*{k}*(x^2+y^2+z^2)")
+    force.addParticle(0, [])
+    system.addForce(force)
+    return system
+
+
+def test_ghmc_replicas_sample_the_exact_potential_energy(tmp_path):
+    """Metropolized dynamics in every replica, 10 fs steps (a tenth of the period): the mean
+    reduced potential in each state is 3/2 exactly; checked within NSIGMA standard errors
+    (samples 200 fs apart, after fresh velocities, are nearly independent)."""
+    from helpers import NSIGMA
+
+    path = tmp_path / "ghmc.nc"
+    run_parallel_tempering(harmonic(), np.array([[0.01, 0.0, 0.0]]), [300.0, 450.0, 600.0], path, 400,
+                           steps_per_iteration=20, timestep=0.01, seed=3, progress=False, integrator="ghmc")
+    data = read_parallel_tempering(path)
+    u = data.reduced_potentials[1:]  # (iteration, replica, state)
+    states = data.replica_states[1:]
+    for k in range(3):
+        own = u[:, :, k][states == k]
+        assert abs(own.mean() - 1.5) < NSIGMA * own.std() / np.sqrt(own.size), (k, own.mean())
+    with pytest.raises(ValueError, match="was run with .*SeededGHMCMove.*not SeededLangevinMove"):
+        run_parallel_tempering(harmonic(), np.array([[0.01, 0.0, 0.0]]), [300.0, 450.0, 600.0], path, 401,
+                               steps_per_iteration=20, timestep=0.01, seed=3, progress=False)
+    with pytest.raises(ValueError, match="integrator must be one of"):
+        run_parallel_tempering(harmonic(), np.array([[0.01, 0.0, 0.0]]), [300.0, 450.0], tmp_path / "y.nc", 2, integrator="verlet")

@@ -1,7 +1,7 @@
 """Reference simulations with openmmtools: Langevin MD and parallel tempering, both resumable."""
 
 from .dynamics import checkpoint_path, run_md
-from .langevin import SeededLangevinMove, derive_seed, repartition_hydrogen_mass
+from .langevin import SeededGHMCMove, SeededLangevinMove, derive_seed, repartition_hydrogen_mass
 from .tempering import TemperingData, energy_evaluations, read_parallel_tempering, run_parallel_tempering
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "TemperingData",
     "energy_evaluations",
     "SeededLangevinMove",
+    "SeededGHMCMove",
     "derive_seed",
     "repartition_hydrogen_mass",
 ]

@@ -1,8 +1,9 @@
-"""Seeded Langevin dynamics for openmmtools, and hydrogen mass repartitioning.
+"""Seeded Langevin and GHMC dynamics for openmmtools, and hydrogen mass repartitioning.
 
-openmmtools' :class:`~openmmtools.mcmc.LangevinDynamicsMove` draws its integrator seed
-and its velocities from OpenMM's own clock-seeded generator, so two runs never repeat.
-:class:`SeededLangevinMove` derives both from a user seed and a counter instead.
+openmmtools' :class:`~openmmtools.mcmc.LangevinDynamicsMove` and
+:class:`~openmmtools.mcmc.GHMCMove` draw their integrator seed and their velocities from
+OpenMM's own clock-seeded generator, so two runs never repeat.  :class:`SeededLangevinMove`
+and :class:`SeededGHMCMove` derive both from a user seed and a counter instead.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ import numpy as np
 import openmm
 import openmm.app as app
 import openmm.unit as unit
-from openmmtools.mcmc import LangevinDynamicsMove
+from openmmtools.mcmc import GHMCMove, LangevinDynamicsMove
 
-__all__ = ["SeededLangevinMove", "repartition_hydrogen_mass", "derive_seed"]
+__all__ = ["SeededLangevinMove", "SeededGHMCMove", "repartition_hydrogen_mass", "derive_seed"]
 
 
 def derive_seed(*entropy: int) -> int:
@@ -26,7 +27,39 @@ def derive_seed(*entropy: int) -> int:
     return int(np.random.SeedSequence([int(e) for e in entropy]).generate_state(1)[0] % (2**31 - 2)) + 1
 
 
-class SeededLangevinMove(LangevinDynamicsMove):
+class _Seeded:
+    """Integrator seed and velocity redraws from ``seed`` and a counter of applications."""
+
+    def _seed_state(self, seed: int, refresh_velocities: bool) -> None:
+        self.seed = int(seed)
+        self.n_applied = 0
+        self.refresh_velocities = bool(refresh_velocities)
+
+    def _get_integrator(self, thermodynamic_state):
+        integrator = super()._get_integrator(thermodynamic_state)
+        integrator.setRandomNumberSeed(derive_seed(self.seed, 0))
+        return integrator
+
+    def _before_integration(self, context, thermodynamic_state):
+        self.n_applied += 1
+        if self.refresh_velocities:
+            context.setVelocitiesToTemperature(thermodynamic_state.temperature, derive_seed(self.seed, self.n_applied))
+
+    def __getstate__(self):
+        serialization = super().__getstate__()
+        serialization["seed"] = self.seed
+        serialization["n_applied"] = self.n_applied
+        serialization["refresh_velocities"] = self.refresh_velocities
+        return serialization
+
+    def __setstate__(self, serialization):
+        super().__setstate__(serialization)
+        self.seed = int(serialization.get("seed", 0))
+        self.n_applied = int(serialization.get("n_applied", 0))
+        self.refresh_velocities = bool(serialization.get("refresh_velocities", True))
+
+
+class SeededLangevinMove(_Seeded, LangevinDynamicsMove):
     """``LangevinMiddleIntegrator`` dynamics with reproducible random numbers.
 
     With ``refresh_velocities`` (the default), each application first draws fresh
@@ -69,32 +102,33 @@ class SeededLangevinMove(LangevinDynamicsMove):
             n_steps=int(n_steps),
             reassign_velocities=False,
         )
-        self.seed = int(seed)
-        self.n_applied = 0
-        self.refresh_velocities = bool(refresh_velocities)
+        self._seed_state(seed, refresh_velocities)
 
-    def _get_integrator(self, thermodynamic_state):
-        integrator = super()._get_integrator(thermodynamic_state)
-        integrator.setRandomNumberSeed(derive_seed(self.seed, 0))
-        return integrator
 
-    def _before_integration(self, context, thermodynamic_state):
-        self.n_applied += 1
-        if self.refresh_velocities:
-            context.setVelocitiesToTemperature(thermodynamic_state.temperature, derive_seed(self.seed, self.n_applied))
+class SeededGHMCMove(_Seeded, GHMCMove):
+    """Generalized hybrid Monte Carlo (Metropolized Langevin) with reproducible random numbers.
 
-    def __getstate__(self):
-        serialization = super().__getstate__()
-        serialization["seed"] = self.seed
-        serialization["n_applied"] = self.n_applied
-        serialization["refresh_velocities"] = self.refresh_velocities
-        return serialization
+    Every step is accepted or rejected by Metropolis, so the configurations sample the
+    Boltzmann distribution exactly whatever the time step: no integrator bias.  Each
+    application first redraws Maxwell-Boltzmann velocities at the state's temperature
+    (an exact Gibbs step, and what a replica needs after a temperature swap), then runs
+    ``n_steps`` GHMC steps.  The acceptance is in ``statistics`` (``n_accepted``,
+    ``n_proposed``).  On the Reference platform a step costs about 4 times a
+    ``LangevinMiddleIntegrator`` step (ala2-vacuum, ``benchmarks/langevin_velocity_refresh.py``).
 
-    def __setstate__(self, serialization):
-        super().__setstate__(serialization)
-        self.seed = int(serialization.get("seed", 0))
-        self.n_applied = int(serialization.get("n_applied", 0))
-        self.refresh_velocities = bool(serialization.get("refresh_velocities", True))
+    Parameters
+    ----------
+    timestep : float, ps
+    collision_rate : float, 1/ps
+    n_steps : int
+    seed : int
+        Base of the integrator seed and of every velocity draw.
+    """
+
+    def __init__(self, timestep: float = 0.001, collision_rate: float = 10.0, n_steps: int = 500, seed: int = 0):
+        super().__init__(timestep=timestep * unit.picosecond, collision_rate=collision_rate / unit.picosecond, n_steps=int(n_steps),
+                         reassign_velocities=False)
+        self._seed_state(seed, True)
 
 
 def repartition_hydrogen_mass(system: openmm.System, topology: app.Topology, hydrogen_mass: float) -> openmm.System:

@@ -27,9 +27,12 @@ import openmm
 import openmm.unit as unit
 
 from .._validation import ensure_count
-from .langevin import SeededLangevinMove, derive_seed
+from .langevin import SeededGHMCMove, SeededLangevinMove, derive_seed
 
-__all__ = ["run_parallel_tempering", "read_parallel_tempering", "TemperingData", "energy_evaluations"]
+__all__ = ["run_parallel_tempering", "read_parallel_tempering", "TemperingData", "energy_evaluations", "INTEGRATORS"]
+
+#: the replica dynamics run_parallel_tempering offers
+INTEGRATORS = {"langevin": SeededLangevinMove, "ghmc": SeededGHMCMove}
 
 
 def run_parallel_tempering(
@@ -48,6 +51,7 @@ def run_parallel_tempering(
     resume: bool = True,
     progress: bool = True,
     chunk: int = 100,
+    integrator: str = "langevin",
 ) -> Path:
     """Run (or resume) parallel tempering until ``n_iterations`` iterations are stored.
 
@@ -82,6 +86,11 @@ def run_parallel_tempering(
         Show a tqdm progress bar.
     chunk : int
         Iterations between progress updates.
+    integrator : str
+        ``"langevin"`` (:class:`~openmm_bg.simulation.langevin.SeededLangevinMove`) or
+        ``"ghmc"`` (:class:`~openmm_bg.simulation.langevin.SeededGHMCMove`: Metropolized, so
+        exact whatever the time step; about 4 times slower per step).  A resumed run keeps
+        the integrator it was created with; asking for another is an error.
 
     Returns
     -------
@@ -103,6 +112,8 @@ def run_parallel_tempering(
     steps_per_iteration = ensure_count(steps_per_iteration, "steps_per_iteration")
     checkpoint_interval = ensure_count(checkpoint_interval, "checkpoint_interval")
     chunk = ensure_count(chunk, "chunk")
+    if integrator not in INTEGRATORS:
+        raise ValueError(f"integrator must be one of {sorted(INTEGRATORS)}, got {integrator!r}")
 
     logging.getLogger("openmmtools").setLevel(logging.ERROR)
     platform_obj = openmm.Platform.getPlatformByName(platform)
@@ -119,6 +130,9 @@ def run_parallel_tempering(
         if not np.allclose(stored_temperatures, temperatures):
             raise ValueError(f"{storage} was run at {stored_temperatures.tolist()} K, not {temperatures.tolist()} K")
         start = sampler.iteration
+        stored = {type(move).__name__ for move in _moves(sampler._mcmc_moves)}
+        if stored != {INTEGRATORS[integrator].__name__}:
+            raise ValueError(f"{storage} was run with {sorted(stored)}, not {INTEGRATORS[integrator].__name__} (integrator={integrator!r})")
         # Fresh random streams on resume: the stored moves would replay the first segment's noise.
         # (sampler.mcmc_moves is a deep copy; the moves in use are sampler._mcmc_moves.)
         for move in _moves(sampler._mcmc_moves):
@@ -126,7 +140,7 @@ def run_parallel_tempering(
         sampler.number_of_iterations = max(n_iterations, start)
     else:
         storage.parent.mkdir(parents=True, exist_ok=True)
-        move = SeededLangevinMove(timestep, collision_rate, steps_per_iteration, seed=seed)
+        move = INTEGRATORS[integrator](timestep, collision_rate, steps_per_iteration, seed=seed)
         sampler = sampler_class(
             mcmc_moves=move, number_of_iterations=n_iterations, replica_mixing_scheme="swap-all",
             online_analysis_interval=None,
