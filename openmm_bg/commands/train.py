@@ -33,8 +33,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--validation-fraction", type=float, default=0.1,
                         help="hold out this final fraction of the frames to measure over-fitting (default 0.1; 0: none)")
     parser.add_argument("--config", type=Path, help="YAML file of training settings; missing keys keep their defaults")
-    parser.add_argument("--coupling", choices=["spline", "affine"], default="spline",
-                        help="coupling layers: rational-quadratic splines (default) or affine (RealNVP)")
+    parser.add_argument("--coupling", choices=["spline", "circular-spline", "affine"], default="spline",
+                        help="coupling layers: rational-quadratic splines (default), circular splines that keep torsions on "
+                             "the circle (docs/training.md), or affine (RealNVP)")
     parser.add_argument("--blocks", type=int, default=4, help="coupling blocks (default 4)")
     parser.add_argument("--hidden", type=int, nargs="+", default=[128, 128], help="hidden widths (default 128 128)")
     parser.add_argument("--output", "-o", type=Path, default=Path("openmm-bg-train"), help="output folder (default ./openmm-bg-train)")
