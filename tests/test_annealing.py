@@ -108,3 +108,10 @@ def test_a_rung_too_far_for_the_generator_warns():
     settings = AnnealingSettings(temperatures=[50.0, 1.0], kl_iterations=0, n_samples=2000, ml_iterations=1, min_ess=0.5)
     with pytest.warns(RuntimeWarning, match="too large"):
         anneal(generator, settings)
+
+
+def test_a_final_kl_phase_alone_runs_its_own_iterations():
+    settings = AnnealingSettings(temperatures=[1.0], kl_iterations=0, final_kl_iterations=3, kl_batch_size=16)
+    assert settings.phases() == [("final-kl", 1.0, None)]
+    result = anneal(double_well_generator(), settings)
+    assert [p["kind"] for p in result.phases] == ["final-kl"] and result.energy_evaluations >= 3 * 16

@@ -123,3 +123,25 @@ def test_importance_weights_of_a_torus_generator_recover_a_von_mises_times_norma
         assert abs(got - expected) < NSIGMA * sd, (got, expected, sd)
     # the random flow is far from the target: the check has something to reweight
     assert float(np.exp(2 * np.log(np.exp(log_w - log_w.max()).sum()) - np.log(np.exp(2 * (log_w - log_w.max())).sum()))) < 0.95 * log_w.size
+
+
+def test_a_periodic_flow_needs_a_prior_on_the_same_circles():
+    flow = circular_spline(2, torch.tensor([True, False]), n_blocks=1, hidden=(4,))
+    with pytest.raises(ValueError, match=r"circular dimensions \[0\] differ from the prior's \[\]"):
+        BoltzmannGenerator(NormalPrior(2), flow, lambda x: x.sum(dim=1), event_shape=(2,))
+    BoltzmannGenerator(NormalPrior(2, circular=torch.tensor([True, False])), flow, lambda x: x.sum(dim=1), event_shape=(2,))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cut_open_torsions_exactly_at_the_cut_are_taken_just_inside(dtype):
+    """A normalised torsion of exactly -1 (the start of the half-open turn; in float32 about one
+    value in 10^7) maps to the finite value of the nearest point inside; +1 stays outside."""
+    from openmm_bg.coordinates import CircularToReal
+
+    layer = CircularToReal(torch.tensor([True, False]))
+    inside = torch.nextafter(torch.tensor(-1.0, dtype=dtype), torch.tensor(0.0, dtype=dtype))
+    u, ladj = layer.forward(torch.tensor([[-1.0, 0.3]], dtype=dtype))
+    u_in, ladj_in = layer.forward(torch.stack([inside, torch.tensor(0.3, dtype=dtype)])[None])
+    assert torch.isfinite(u).all() and torch.equal(u, u_in) and torch.equal(ladj, ladj_in)
+    with pytest.raises(ValueError, match="outside"):
+        layer.forward(torch.tensor([[1.0, 0.3]], dtype=dtype))

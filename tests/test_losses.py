@@ -150,3 +150,17 @@ def test_training_for_moves_raises_the_acceptance_of_the_independence_move():
     assert after > 0.9, after
     assert trainer.energy_evaluations == 300 * 2 * 256
     assert "mcmc_acceptance" in trainer.history[-1]
+
+
+def test_mcmc_loss_cuts_both_energies_alike():
+    """An exact generator under a target shifted far above the cut: D is still 0 (the loss log 4)
+    and so is the acceptance 1, as without the shift."""
+    generator = gaussian_generator()
+    shifted = lambda x: 2000.0 + 0.5 * (x * x).sum(dim=1) / 4.0  # noqa: E731
+    from openmm_bg.generator.model import BoltzmannGenerator
+
+    far = BoltzmannGenerator(generator.prior, generator.flow, shifted, event_shape=(3,))
+    x = 2.0 * torch.randn(32, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    term = mcmc_loss(far, x, "independence", energy_cut=1e3, rng=torch.Generator().manual_seed(4))
+    assert term.loss.item() == pytest.approx(2 * math.log(2.0), abs=1e-9)
+    assert term.acceptance == pytest.approx(1.0, abs=1e-9)

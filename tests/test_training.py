@@ -1,4 +1,5 @@
 import io
+import math
 
 import numpy as np
 import pytest
@@ -223,3 +224,12 @@ def test_training_runs_in_float32_and_hands_back_a_float64_generator(monkeypatch
         assert torch.equal(p, p.float().double())
     with pytest.raises(ValueError, match="precision must be one of"):
         TrainingConfig(precision="half")
+
+
+def test_float32_training_leaves_the_bijections_constants_exact():
+    """Buffers (normalisation widths, constrained lengths) are constants of the bijection: a
+    float32 round trip would turn pi into float32(pi) for good."""
+    generator = small_generator()
+    generator.flow.register_buffer("constant", torch.tensor([math.pi, 0.109], dtype=torch.float64))
+    Trainer(generator, TrainingConfig(n_iterations=3, batch_size=16), data=data()).train(progress=False)
+    assert torch.equal(generator.flow.constant, torch.tensor([math.pi, 0.109], dtype=torch.float64))

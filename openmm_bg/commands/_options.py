@@ -213,15 +213,17 @@ SAMPLING_PROBE = 256
 
 
 def sampling_workload(generator, size: int, seed: int = 0) -> Callable[[], object]:
-    """One weighted sampling batch of ``size`` samples of ``generator`` (energies included), to time.
+    """The network work of a sampling batch of ``size`` samples of ``generator`` (proposals and their densities), to time.
 
-    Its own seeded ``torch.Generator``: torch's global generator and the run's draws are untouched.
+    Target energies are left out: OpenMM computes them outside torch's threads, and a
+    timing must not cost energy evaluations that the run's count would miss.  Its own
+    seeded ``torch.Generator``: torch's global generator and the run's draws are untouched.
     """
 
     def workload():
         import torch
 
-        return generator.sample(size, generator=torch.Generator().manual_seed(seed))
+        return generator.propose(size, generator=torch.Generator().manual_seed(seed))
 
     return workload
 

@@ -23,6 +23,7 @@ from .._validation import ensure_count
 from ..coordinates.guarded import inverse_in_domain
 from ..energies.base import Energy, as_energy
 from ..flows.base import Bijection
+from ..flows.circular import CircularSplineCoupling
 
 __all__ = ["GeneratorSample", "BoltzmannGenerator", "check_finite", "failed_as_inf"]
 
@@ -125,6 +126,13 @@ class BoltzmannGenerator(nn.Module):
             if not isinstance(energy, Energy):
                 raise ValueError("event_shape is required when energy is a plain callable")
             event_shape = tuple(energy.event_shape)
+        for layer in flow.modules():
+            if isinstance(layer, CircularSplineCoupling) and not torch.equal(layer.circular.cpu(), prior.circular):
+                # a periodic flow has many latents per configuration unless the prior lives on the same circles
+                raise ValueError(
+                    f"the flow's circular dimensions {torch.nonzero(layer.circular).flatten().tolist()} differ from the prior's "
+                    f"{torch.nonzero(prior.circular).flatten().tolist()}; build the prior with NormalPrior(dim, circular=...)"
+                )
         self.prior = prior
         self.flow = flow
         self.event_shape = tuple(int(s) for s in event_shape)

@@ -119,13 +119,13 @@ class AnnealingSettings:
         return dataclasses.asdict(self)
 
     def phases(self) -> list[tuple[str, float, float | None]]:
-        """``(kind, tau, previous tau)`` of each phase: ``"kl"`` at the hot start, ``"rung"`` per step down, ``"kl"`` at 1."""
+        """``(kind, tau, previous tau)`` of each phase: ``"kl"`` at the hot start, ``"rung"`` per step down, ``"final-kl"`` at 1."""
         out: list[tuple[str, float, float | None]] = []
         if self.kl_iterations:
             out.append(("kl", self.temperatures[0], None))
         out += [("rung", b, a) for a, b in zip(self.temperatures, self.temperatures[1:])]
         if self.final_kl_iterations:
-            out.append(("kl", 1.0, None))
+            out.append(("final-kl", 1.0, None))
         return out
 
 
@@ -230,11 +230,12 @@ def anneal(
         if number < done:
             continue
         seed = settings.seed + 1000 * number
-        if kind == "kl":
-            iterations = settings.kl_iterations if number == 0 else settings.final_kl_iterations
-            record = _kl_phase(generator, settings, tau, iterations, seed)
-        else:
+        if kind == "rung":
             record = _rung(generator, settings, tau, from_tau, seed)
+        else:
+            iterations = settings.kl_iterations if kind == "kl" else settings.final_kl_iterations
+            record = _kl_phase(generator, settings, tau, iterations, seed)
+            record["kind"] = kind
         result.phases.append(record)
         if announce is not None:
             extra = f", Kish ESS {100 * record['kish_ess']:.1f} %" if kind == "rung" else f", KL {record['final_kl']:.2f}"

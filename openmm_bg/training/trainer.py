@@ -10,6 +10,7 @@ checkpoints, so that a resumed run continues bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import warnings
@@ -309,6 +310,26 @@ class Trainer:
                 if key != "step" and isinstance(value, Tensor) and value.is_floating_point():
                     state[key] = value.to(dtype)
 
+    @contextlib.contextmanager
+    def _in_precision(self, dtype: torch.dtype):
+        """Run the block with the network in ``dtype``, then restore its dtype and its buffers bit for bit.
+
+        Buffers are constants of the bijection (normalisation widths, constrained bond
+        lengths): a float32 round trip would change them for good (pi would become
+        float32(pi), and a normalised torsion's turn would no longer be one turn).
+        """
+        home = self.generator._param_like().dtype
+        buffers = {name: value.clone() for name, value in self.generator.named_buffers() if value.is_floating_point()}
+        self._cast(dtype)
+        try:
+            yield
+        finally:
+            self._cast(home)
+            with torch.no_grad():
+                for name, value in self.generator.named_buffers():
+                    if name in buffers:
+                        value.copy_(buffers[name])
+
     def _check_requirements(self) -> None:
         for name in ("ml", "mcmc"):
             if self.schedules[name].ever_positive and self.data is None:
@@ -401,19 +422,17 @@ class Trainer:
         """
         target = self.config.n_iterations if n_iterations is None else ensure_count(n_iterations, "n_iterations", 0)
         bar = tqdm(total=target, initial=self.iteration, disable=not progress, desc="training", leave=False)
-        home = self.generator._param_like().dtype
-        self._cast(PRECISIONS[self.config.precision])
         self.generator.train()
         try:
-            while self.iteration < target:
-                row = self.step()
-                bar.update(1)
-                if self.iteration % 10 == 0:
-                    bar.set_postfix({k: f"{row[k]:.3g}" for k in ("loss", "ml", "kl", "rc", "mcmc") if k in row})
+            with self._in_precision(PRECISIONS[self.config.precision]):
+                while self.iteration < target:
+                    row = self.step()
+                    bar.update(1)
+                    if self.iteration % 10 == 0:
+                        bar.set_postfix({k: f"{row[k]:.3g}" for k in ("loss", "ml", "kl", "rc", "mcmc") if k in row})
         finally:
             bar.close()
             self.generator.eval()
-            self._cast(home)
         return self.history
 
     @property
