@@ -1,0 +1,122 @@
+"""Are the reported error bars honest?  z-scores of independent trainings against exact answers.
+
+For each 2-D toy whose answer is exact (quadrature), it trains ``--runs`` small generators
+with independent seeds by the toy recipe (``openmm_bg.recipes.toy``, ``ToyDemoSettings.reduced``
+unless ``--full``), estimates dF between the toy's two states from each one's importance
+weights with the package's own estimator (``openmm_bg.analysis.states.state_free_energy``:
+bootstrap error and diagnostics), and prints for each run
+
+    z = (estimate - exact) / reported error
+
+then the fraction of runs with ``|z| <= 2`` (about 95 % for honest Gaussian errors), the
+standard deviation of z (about 1), and how many runs the diagnostics flagged (a flagged
+estimate says it cannot be trusted; its z is listed but it is also counted apart).
+
+``--ala2 WORKDIR`` adds the alanine dipeptide trainings that ``benchmarks.ess_budget`` left in
+WORKDIR, against the bundled reference (not exact: its own error is added in quadrature).
+
+Runs are resumable: each writes ``WORKDIR/SYSTEM/seed-N.json`` and is read back if present.
+Run from the repository root::
+
+    nice -n 19 python -m benchmarks.calibration                          # 2 toys x 20 runs, about 30 min on 2 cores
+    python -m benchmarks.calibration --runs 3 --systems double-well      # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from openmm_bg.recipes.toy import TOY_SYSTEMS, ToyDemoSettings, run_toy_demo
+
+__all__ = ["toy_run", "summarize", "main"]
+
+
+def toy_run(system: str, seed: int, full: bool, folder: Path) -> dict:
+    """One training of the toy recipe and its estimate; read back from ``folder`` if done before."""
+    from openmm_bg.analysis.states import state_free_energy
+
+    path = folder / system / f"seed-{seed}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    base = ToyDemoSettings(system=system) if full else ToyDemoSettings.reduced(system)
+    settings = ToyDemoSettings(**{**base.__dict__, "seed": seed})
+    report = run_toy_demo(settings, progress=False)
+    toy = TOY_SYSTEMS[system]
+    x, y, log_w = report.samples[:, 0], report.samples[:, 1], report.samples[:, 2]
+    (_, in_a), (_, in_b) = toy.states
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = state_free_energy(log_w, in_a(x, y), in_b(x, y), n_bootstrap=200, seed=seed, warn=False)
+    record = {"system": system, "seed": seed, "estimate": result["delta_f_kT"], "error": result["error_kT"], "exact": report.delta_f_exact,
+              "k_hat": result["k_hat"], "warnings": list(result["warnings"]), "ess": report.ess, "evaluations": report.energy_evaluations}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1))
+    return record
+
+
+def summarize(label: str, records: list[dict], truth_error: float = 0.0) -> dict:
+    """Print one line per run and the calibration figures; returns them."""
+    z = []
+    for r in records:
+        sigma = math.hypot(r["error"], truth_error)
+        z.append((r["estimate"] - r["exact"]) / sigma if sigma > 0 else math.inf)
+        flag = "  FLAGGED: " + "; ".join(w.split(":")[0] for w in r["warnings"]) if r["warnings"] else ""
+        print(f"  seed {r['seed']:<4d} dF {r['estimate']:8.3f} +- {r['error']:.3f} kT   exact {r['exact']:.3f}   z {z[-1]:+6.2f}   "
+              f"ESS {100 * r.get('ess', float('nan')):5.1f} %   k-hat {r['k_hat'] if r['k_hat'] is None else round(r['k_hat'], 2)}{flag}")
+    z = np.asarray(z)
+    finite = np.isfinite(z)
+    flagged = np.array([bool(r["warnings"]) for r in records])
+    inside = float(np.mean(np.abs(z) <= 2))
+    sd = float(np.std(z[finite], ddof=1)) if finite.sum() > 1 else math.nan
+    trusted = ~flagged & finite
+    inside_trusted = float(np.mean(np.abs(z[trusted]) <= 2)) if trusted.any() else math.nan
+    print(f"{label}: {len(z)} runs, |z| <= 2 in {100 * inside:.0f} % (target >= 90 %), sd(z) {sd:.2f} (target <= 1.5); "
+          f"{int(flagged.sum())} flagged by the diagnostics; among the others |z| <= 2 in {100 * inside_trusted:.0f} %")
+    return {"runs": len(z), "inside_2": inside, "sd_z": sd, "flagged": int(flagged.sum()), "inside_2_unflagged": inside_trusted}
+
+
+def main(args: argparse.Namespace) -> dict:
+    out = {}
+    for system in args.systems:
+        print(f"{system}: {args.runs} trainings ({'full' if args.full else 'reduced'} toy recipe)", flush=True)
+        records = [toy_run(system, args.first_seed + k, args.full, args.workdir) for k in range(args.runs)]
+        out[system] = summarize(system, records)
+    if args.ala2 is not None:
+        records = []
+        for path in sorted(Path(args.ala2).glob("*/seed-*/ess_budget.json")):
+            r = json.loads(path.read_text())
+            if r.get("delta_f") is None or r.get("reference") is None:
+                continue
+            records.append({"seed": r["seed"], "estimate": r["delta_f"], "error": r["delta_f_error"], "exact": r["reference"]["delta_f_kT"],
+                            "k_hat": r.get("k_hat"), "warnings": r.get("warnings", []), "ess": r["kish_ess"]})
+        if records:
+            print(f"ala2-vacuum: {len(records)} trainings from {args.ala2}, against the bundled reference (its error added in quadrature)")
+            out["ala2-vacuum"] = summarize("ala2-vacuum", records, truth_error=json.loads(
+                (next(Path(args.ala2).glob("*/seed-*/ess_budget.json"))).read_text())["reference"]["error_kT"])
+    return out
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--systems", nargs="+", default=["double-well", "mueller-brown"], choices=sorted(TOY_SYSTEMS))
+    parser.add_argument("--runs", type=int, default=20, help="independent trainings per toy (default 20)")
+    parser.add_argument("--first-seed", type=int, default=100)
+    parser.add_argument("--full", action="store_true", help="the toy demo's full budget instead of the reduced one")
+    parser.add_argument("--workdir", type=Path, default=Path("runs/calibration"), help="records of finished runs, reused (default runs/calibration)")
+    parser.add_argument("--ala2", type=Path, default=None, help="a benchmarks.ess_budget workdir whose trainings to add")
+    args = parser.parse_args(argv)
+    if args.runs < 1:
+        parser.error(f"--runs must be positive, got {args.runs}")
+    return args
+
+
+if __name__ == "__main__":
+    main(parse_args())
+    sys.exit(0)
