@@ -55,10 +55,12 @@ DEFAULT_TRAINING_DATA = (
 DEFAULT_ARCHITECTURE = {"n_blocks": 4, "hidden": [128, 128], "coupling": "spline"}
 #: By example: a cosine learning rate and weight decay against over-fitting correlated frames.
 DEFAULT_ML = {"n_iterations": 2000, "batch_size": 512, "learning_rate": 1e-3, "lr_schedule": "cosine", "weight_decay": 1e-4}
-#: Then by example and energy, with the KL weight ramped in and a small learning rate.
+#: Then by example and energy, with the KL weight ramped in.  float32 training left room for a
+#: longer, stronger stage than the 300 steps at 5e-5 with w_ml 1 of version 0.2: on the same
+#: data and seed, Kish ESS 36.6 % against 20.3 %, effective samples in phi > 0 232 against 89.
 DEFAULT_KL = {
-    "n_iterations": 300, "batch_size": 512, "kl_batch_size": 256, "learning_rate": 5e-5, "lr_schedule": "cosine",
-    "weight_decay": 1e-4, "w_ml": 1.0, "w_kl": [[0, 0.0], [100, 1.0]], "energy_cut": 100.0, "nonfinite": "drop",
+    "n_iterations": 1500, "batch_size": 512, "kl_batch_size": 256, "learning_rate": 2e-4, "lr_schedule": "cosine",
+    "weight_decay": 1e-4, "w_ml": 0.5, "w_kl": [[0, 0.0], [100, 1.0]], "energy_cut": 100.0, "nonfinite": "drop",
 }
 _MERGED = {"architecture": DEFAULT_ARCHITECTURE, "ml": DEFAULT_ML, "kl": DEFAULT_KL}
 
@@ -217,7 +219,9 @@ class DemoReport:
     holds no weight); ``kish_ess`` is a fraction of all samples drawn; ``raw_fraction_b``
     the fraction of the written samples in state B before reweighting; ``state_stats`` has
     ``n_a``, ``n_b`` (samples), ``ess_a``, ``ess_b`` (effective samples) in each state and
-    the Pareto ``k_hat`` of the weights; ``warnings`` says, one sentence each, why the
+    the Pareto ``k_hat`` of the weights; ``stereo`` names the stereocentres and counts the
+    written samples with one of the other handedness (``n_inverted``) and their share of the
+    weight (:mod:`openmm_bg.molecules.chirality`); ``warnings`` says, one sentence each, why the
     estimate cannot be trusted (:func:`openmm_bg.analysis.states.state_free_energy`).
     ``reference`` is the bundled record (``delta_f_kT``, ``error_kT``, ``file``) or None;
     ``within_0_2_kT``, ``within_2_sigma`` (twice the generator's bootstrap error) and
@@ -248,6 +252,7 @@ class DemoReport:
     paths: dict[str, str]
     note: str = ""
     warnings: list = field(default_factory=list)
+    stereo: dict = field(default_factory=dict)
     history_ml: list = field(repr=False, default_factory=list)
     history_kl: list = field(repr=False, default_factory=list)
     data_phi_psi: np.ndarray | None = field(repr=False, default=None)
@@ -292,6 +297,8 @@ class DemoReport:
             f"Kish ESS               {100 * self.kish_ess:.2f} % ({self.kish_ess * self.n_samples:.1f} effective samples)",
             f"states                 A = {a}, B = {b}",
             f"raw samples in B       {100 * self.raw_fraction_b:.2f} %",
+            *([f"stereocentres          {self.stereo['n_inverted']} of {self.n_written} samples have the other handedness "
+               f"({', '.join(self.stereo['centres'])}); their share of the weight {self.stereo['weight_share']:.2g}"] if self.stereo.get("centres") else []),
         ]
         if self.state_stats:
             lines.append(khat_line(self.state_stats["k_hat"], self.n_samples, width=23))
@@ -336,6 +343,21 @@ def _data_file(name: str | None) -> Path | None:
     if path.is_file():
         return path
     return bundled_path(name)  # raises OSError naming the bundled files
+
+
+def _stereo(molecule, samples) -> dict:
+    """How many written samples have a stereocentre of the other handedness than the starting structure, and their weight."""
+    from ..molecules.chirality import inverted_fraction, stereocentres
+
+    atoms = list(molecule.topology.atoms)
+    centres = [str(atoms[i]) for i in stereocentres(molecule.topology)[:, 0]]
+    _, inverted = inverted_fraction(samples.positions, molecule.topology, molecule.positions)
+    log_w = samples.log_weight
+    finite = np.isfinite(log_w)
+    w = np.zeros_like(log_w)
+    w[finite] = np.exp(log_w[finite] - log_w[finite].max())
+    share = float(w[inverted].sum() / w.sum()) if w.sum() > 0 else float("nan")
+    return {"centres": centres, "n_inverted": int(inverted.sum()), "weight_share": share}
 
 
 def run_demo(settings: DemoSettings | None = None, output_dir: str | Path = "openmm-bg-demo", progress: bool = True) -> DemoReport:
@@ -386,6 +408,7 @@ def _run_demo(s: DemoSettings, output: Path, progress: bool) -> DemoReport:
     clock["sampling"] = time.perf_counter()
 
     in_a, in_b = evaluate_states([state_a, state_b], samples.positions)
+    stereo = _stereo(molecule, samples)
     note, stats, warnings_found = "", {}, []
     try:
         result = state_free_energy(
@@ -413,7 +436,7 @@ def _run_demo(s: DemoSettings, output: Path, progress: bool) -> DemoReport:
     report = DemoReport(
         settings=s, system=molecule.name, temperature_K=float(molecule.temperature), frames=data.frames,
         n_samples=samples.n_requested, n_written=samples.n_written, n_out_of_domain=samples.n_out_of_domain,
-        kish_ess=samples.kish_ess(), raw_fraction_b=float(np.mean(in_b)), state_stats=stats,
+        kish_ess=samples.kish_ess(), raw_fraction_b=float(np.mean(in_b)), stereo=stereo, state_stats=stats,
         delta_f=delta_f, delta_f_error=error, reference=reference, deviation=deviation,
         within_0_2_kT=None if deviation is None else bool(abs(deviation) <= 0.2),
         within_2_sigma=None if deviation is None else bool(abs(deviation) <= 2 * error),
