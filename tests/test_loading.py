@@ -222,3 +222,15 @@ def test_simulate_prints_the_warning_and_the_hamiltonian_in_one_line_each(tmp_pa
     captured = capsys.readouterr()
     assert "warning" not in captured.err
     assert "Hamiltonian: Amber prmtop alanine-dipeptide.prmtop with alanine-dipeptide.crd; implicit solvent OBC1; constraints HBonds, 12 in the System;" in captured.out
+
+
+def test_reading_a_dcd_prints_nothing():
+    """mdtraj's DCD plugin prints from C on every read; the loader sends those lines nowhere."""
+    import subprocess
+    import sys
+
+    code = "from openmm_bg.molecules import load_bundled_trajectory; print(load_bundled_trajectory('ala2-vacuum', stride=500).shape)"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "dcdplugin" not in run.stdout + run.stderr
+    assert run.stdout.strip().endswith("(20, 22, 3)")

@@ -7,7 +7,10 @@ positions rounded to 1e-3 nm by default.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import sys
 from pathlib import Path
 
 import mdtraj as md
@@ -107,15 +110,49 @@ def load_mdtraj(path: str | os.PathLike, topology, *, trajectory_topology=None, 
         traj = md.load(str(path), stride=stride)
         check_same_atoms(expected, traj.topology, f"trajectory {path.name}")
     else:
-        with md.open(str(path)) as handle:
+        with _c_stdout_silenced(), md.open(str(path)) as handle:
             n_atoms = _count_atoms(handle, path)
         if n_atoms != expected.n_atoms:
             raise ValueError(f"trajectory {path.name} with {n_atoms} atoms vs topology with {expected.n_atoms} atoms")
         if trajectory_topology is not None:
             check_same_atoms(expected, as_topology(trajectory_topology), "trajectory's topology")
-        traj = md.load(str(path), top=expected, stride=stride)
+        with _c_stdout_silenced():
+            traj = md.load(str(path), top=expected, stride=stride)
     traj.topology = expected
     return traj
+
+
+@contextlib.contextmanager
+def _c_stdout_silenced():
+    """Send the process's stdout (file descriptor 1) to /dev/null for the block.
+
+    mdtraj's DCD plugin prints from C ("dcdplugin) detected standard 32-bit DCD file ...")
+    on every read, which Python's ``sys.stdout`` cannot catch.  C's own buffer is flushed
+    before fd 1 is restored, so the lines cannot come out later.  Where stdout has no file
+    descriptor (captured in a test), nothing is redirected.
+    """
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        fd = None
+    if fd is None:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(fd)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), fd)
+            try:
+                yield
+            finally:
+                try:
+                    ctypes.CDLL(None).fflush(None)
+                except (OSError, AttributeError):
+                    pass
+                os.dup2(saved, fd)
+    finally:
+        os.close(saved)
 
 
 def load_trajectory(path: str | os.PathLike, topology, *, trajectory_topology=None, stride: int = 1) -> np.ndarray:
