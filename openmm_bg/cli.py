@@ -11,10 +11,13 @@ turns those into one line on stderr and exit status 2, without a traceback.  Set
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
+import importlib.util
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Sequence
 
 __all__ = ["SUBCOMMANDS", "parse_args", "main"]
@@ -46,12 +49,29 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: {shown})" if text else f"default: {shown}"
 
 
+def _summary(module_name: str) -> str:
+    """The first line of a command module's docstring, read from its source without importing it."""
+    spec = importlib.util.find_spec(f"openmm_bg.commands.{module_name}")
+    source = Path(spec.origin).read_text(encoding="utf-8")
+    return (ast.get_docstring(ast.parse(source)) or "").strip().splitlines()[0]
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse the command line of ``openmm-bg``."""
+    """Parse the command line of ``openmm-bg``.
+
+    Only the command being run is imported (and its options configured): ``openmm-bg
+    --help`` reads the commands' one-line summaries from their source, so that it starts
+    without torch, OpenMM or mdtraj.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    chosen = next((word for word in argv if not word.startswith("-")), None)
     parser = argparse.ArgumentParser(prog="openmm-bg", description="Boltzmann generators for OpenMM systems.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, module_name in SUBCOMMANDS.items():
+        if name != chosen:
+            sub.add_parser(name, help=_summary(module_name))
+            continue
         module = importlib.import_module(f"openmm_bg.commands.{module_name}")
         sub_parser = sub.add_parser(
             name, help=module.__doc__.strip().splitlines()[0], description=module.__doc__, formatter_class=_HelpFormatter

@@ -59,3 +59,31 @@ def test_real_process(tmp_path):
     done = subprocess.run([sys.executable, "-m", "openmm_bg.cli", "simulate", "no-such-system", "-o", str(tmp_path / "x.dcd")], capture_output=True, text=True, env=env, timeout=240)
     assert done.returncode == 2
     assert "no-such-system" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_toy_commands_written_out_defaults_match_the_recipe():
+    from openmm_bg.commands.toy import DEFAULTS, TOY_NAMES
+    from openmm_bg.recipes.toy import TOY_SYSTEMS, ToyDemoSettings
+
+    assert TOY_NAMES == tuple(sorted(TOY_SYSTEMS))
+    assert DEFAULTS == {name: getattr(ToyDemoSettings(), name) for name in DEFAULTS}
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["sample", "--help"], ["free-energy", "--help"], ["train", "--help"], ["toy", "--help"]])
+def test_help_imports_no_heavy_module(argv):
+    """--help must start fast: no torch, openmmtools or pymbar (run in a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from openmm_bg import cli\n"
+        "try:\n"
+        f"    cli.main({argv!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in ('torch', 'openmmtools', 'pymbar') if m in sys.modules))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().splitlines()[-1] == "[]", run.stdout[-500:]

@@ -11,7 +11,6 @@ import torch
 
 import openmm_bg.simulation  # noqa: F401  (imports pymbar, whose banner must not land inside a captured test)
 from openmm_bg.cli import main
-from openmm_bg.commands import sample as sample_command
 from openmm_bg.commands._options import training_workload
 from openmm_bg.generator.checkpoints import save_generator
 from openmm_bg.generator.recipes import molecular_generator_from_data
@@ -252,14 +251,17 @@ def test_bad_threads_end_in_one_line_and_exit_2(command, value, tmp_path, capsys
 
 
 def _record_draw_threads(monkeypatch):
+    import openmm_bg.sampling
+
     seen = []
-    draw = sample_command.draw_samples
+    draw = openmm_bg.sampling.draw_samples
 
     def recording(*args, **kwargs):
         seen.append(torch.get_num_threads())
         return draw(*args, **kwargs)
 
-    monkeypatch.setattr(sample_command, "draw_samples", recording)
+    # the command imports draw_samples when it runs (so that --help needs no torch)
+    monkeypatch.setattr(openmm_bg.sampling, "draw_samples", recording)
     return seen
 
 

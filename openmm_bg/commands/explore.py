@@ -9,15 +9,6 @@ from __future__ import annotations
 
 import argparse
 
-
-from ..energies import OpenMMEnergy
-from ..generator.recipes import molecular_generator, realnvp_generator
-from ..coordinates import build_zmatrix
-from ..training.exploration import ExplorationSettings, explore
-from ..training.recipe import seeded_parameters
-from ..generator.checkpoints import save_generator
-from ..molecules.loading import checkpoint_metadata
-from ..molecules.systems import get_system, list_systems
 from ._options import add_threads_argument, command_threads, requested_threads, training_workload
 
 __all__ = ["configure", "run"]
@@ -25,6 +16,8 @@ __all__ = ["configure", "run"]
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the arguments of ``openmm-bg explore``."""
+    from ..molecules.systems import list_systems
+
     parser.add_argument("system", help=f"ready-made system, one of: {', '.join(list_systems())}")
     parser.add_argument("-o", "--output", required=True, help="generator checkpoint to write (.pt)")
     parser.add_argument("--target", default=None, help="state of the system to watch for (e.g. 'right', 'phi_positive')")
@@ -56,7 +49,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_threads_argument(parser)
 
 
-def _exploration_step(generator, start, settings: ExplorationSettings):
+def _exploration_step(generator, start, settings):
     """The network work of one exploration iteration, to time; the generator's weights are left as they were.
 
     A training step (:func:`~._options.training_workload`) on a batch near ``start``,
@@ -81,6 +74,15 @@ def _exploration_step(generator, start, settings: ExplorationSettings):
 
 def run(args: argparse.Namespace) -> int:
     """Run ``openmm-bg explore``; return the exit status."""
+    from ..coordinates import build_zmatrix
+    from ..energies import OpenMMEnergy
+    from ..generator.checkpoints import save_generator
+    from ..generator.recipes import molecular_generator, realnvp_generator
+    from ..molecules.loading import checkpoint_metadata
+    from ..molecules.systems import get_system
+    from ..training.exploration import ExplorationSettings, explore
+    from ..training.recipe import seeded_parameters
+
     requested_threads(args)
     molecule = get_system(args.system)
     if args.target is not None and args.target not in molecule.states:

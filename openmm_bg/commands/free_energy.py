@@ -46,8 +46,6 @@ import numpy as np
 
 from .._validation import ensure_count
 from ..analysis.states import diagnostic_lines, state_free_energy
-from ..molecules.loading import resolve_system
-from ..sampling import draw_samples, load_checkpoint, load_samples, report_lines
 from ..units import kt_kcalmol
 from ._options import add_system_arguments, add_threads_argument, hamiltonian_keywords, reporting_hamiltonian, requested_threads, sampling_threads
 
@@ -78,8 +76,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def _samples_and_molecule(args: argparse.Namespace, draw: bool = True):
     """The samples (drawn or read; None from a checkpoint unless ``draw``), the system whose CVs and states apply or None, the topology."""
+    from ..molecules.loading import resolve_system
     from ..molecules.trajectories import check_same_atoms
     from ..molecules.systems import get_system, list_systems
+    from ..sampling import draw_samples, load_checkpoint, load_samples
 
     source: Path = args.source
     if source.is_dir():
@@ -164,6 +164,8 @@ def _list_collective_variables(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``openmm-bg free-energy``; return the exit status."""
+    from ..sampling import report_lines
+
     from ..molecules.collective_variables import CV_SPEC_FORMS
     from ..molecules.states import bundled_reference, evaluate_states, parse_state
 

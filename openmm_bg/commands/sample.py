@@ -10,9 +10,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
-from ..sampling import SAMPLE_FILES, draw_samples, load_checkpoint, report_lines, save_samples
 from ._options import add_system_arguments, add_threads_argument, hamiltonian_keywords, reporting_hamiltonian, requested_threads, sampling_threads
 
 __all__ = ["configure", "run", "add_system_arguments"]
@@ -32,6 +29,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``openmm-bg sample``; return the exit status."""
+    import numpy as np
+
+    from ..sampling import SAMPLE_FILES, draw_samples, load_checkpoint, report_lines, save_samples
+
     if args.n_samples < 1 or args.batch_size < 1:
         raise ValueError(f"-n and --batch-size must be positive, got {args.n_samples} and {args.batch_size}")
     requested_threads(args)

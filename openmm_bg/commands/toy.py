@@ -14,17 +14,19 @@ from pathlib import Path
 
 from ._options import add_threads_argument, requested_threads, settings_threads
 
-__all__ = ["configure", "run"]
+__all__ = ["configure", "run", "TOY_NAMES", "DEFAULTS"]
+
+#: the toys of openmm_bg.recipes.toy.TOY_SYSTEMS and ToyDemoSettings' budget, written out so that
+#: --help needs no torch (tests/test_cli.py checks them against the recipe)
+TOY_NAMES = ("double-well", "mueller-brown")
+DEFAULTS = {"n_samples": 100_000, "ml_iterations": 1000, "kl_iterations": 2000}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from ..recipes.toy import TOY_SYSTEMS, ToyDemoSettings
-
-    defaults = ToyDemoSettings()
-    parser.add_argument("system", nargs="?", default="double-well", choices=sorted(TOY_SYSTEMS), help="toy system (default: double-well)")
-    parser.add_argument("--samples", type=int, default=defaults.n_samples, help=f"generator samples for the estimates (default {defaults.n_samples})")
-    parser.add_argument("--ml-iterations", type=int, default=defaults.ml_iterations, help="iterations of training by example")
-    parser.add_argument("--kl-iterations", type=int, default=defaults.kl_iterations, help="iterations of training by example and energy")
+    parser.add_argument("system", nargs="?", default="double-well", choices=TOY_NAMES, help="toy system (default: double-well)")
+    parser.add_argument("--samples", type=int, default=DEFAULTS["n_samples"], help=f"generator samples for the estimates (default {DEFAULTS['n_samples']})")
+    parser.add_argument("--ml-iterations", type=int, default=DEFAULTS["ml_iterations"], help="iterations of training by example")
+    parser.add_argument("--kl-iterations", type=int, default=DEFAULTS["kl_iterations"], help="iterations of training by example and energy")
     parser.add_argument("--quick", action="store_true", help="a reduced budget that runs in about a minute")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=Path("openmm-bg-toy"), help="folder for the figure and report (default ./openmm-bg-toy)")

@@ -71,13 +71,16 @@ def run(args: argparse.Namespace) -> int:
     from .._validation import ensure_count
     from ..training.plots import plot_losses
     from ..training.recipe import check_fraction, load_training_frames, train_molecular_generator
-    from ..training.trainer import TrainingConfig
+    from ..training.trainer import TrainingConfig, read_settings
 
     for name, value in (("--blocks", args.blocks), ("--stride", args.stride), *(("--hidden", h) for h in args.hidden)):
         ensure_count(value, name)
     check_fraction(args.validation_fraction, "--validation-fraction")
     requested_threads(args)
-    config = TrainingConfig.from_yaml(args.config) if args.config else TrainingConfig()
+    values = read_settings(args.config, "training settings") if args.config else {}
+    # held-out frames make the best generator known: keep it unless the settings say otherwise
+    values.setdefault("keep", "best" if args.validation_fraction > 0 else "last")
+    config = TrainingConfig.from_dict(values)
     molecule = resolve_command_system("train", args)
     frames = load_training_frames(molecule, [(args.trajectory, args.stride)], args.validation_fraction)
     architecture = {"n_blocks": args.blocks, "hidden": list(args.hidden), "coupling": args.coupling}
@@ -88,8 +91,11 @@ def run(args: argparse.Namespace) -> int:
     wall = sum(training.wall_time_s)
 
     args.output.mkdir(parents=True, exist_ok=True)
-    checkpoint = training.save(args.output / "generator.pt", molecule, {"trajectory": str(args.trajectory), "wall_time_s": wall})
     trainer = training.trainers[0]
+    checkpoint = training.save(args.output / "generator.pt", molecule, {"trajectory": str(args.trajectory), "wall_time_s": wall,
+                                                                         "kept": _kept(trainer)})
+    if trainer.last_parameters is not None:
+        _save_last(training, trainer, args.output / "generator-last.pt", molecule, {"trajectory": str(args.trajectory), "wall_time_s": wall, "kept": "last"})
     config.to_yaml(args.output / "settings.yaml")
     (args.output / "history.json").write_text(json.dumps(trainer.history))
     plot_losses([trainer.history], args.output / "losses.png")
@@ -97,5 +103,32 @@ def run(args: argparse.Namespace) -> int:
     terms = "  ".join(f"{k} {last[k]:.4g}" for k in ("ml", "ml_validation", "kl") if k in last)
     print(f"trained {trainer.iteration} iterations on {training.n_frames} frames of {molecule.name} in {wall:.1f} s; {terms}")
     print(f"energy evaluations {trainer.energy_evaluations}; skipped steps {trainer.n_skipped}")
-    print(f"generator checkpoint {checkpoint}")
+    print(f"generator checkpoint {checkpoint} ({_kept(trainer)})")
+    if trainer.last_parameters is not None:
+        print(f"last generator       {args.output / 'generator-last.pt'}")
     return 0
+
+
+def _kept(trainer) -> str:
+    """Which generator the run kept, in words."""
+    if trainer.last_parameters is None:
+        stop = f", stopped early at iteration {trainer.iteration}" if trainer.stopped_early else ""
+        return f"the last, iteration {trainer.iteration - 1}{stop}"
+    return f"the best held-out loss, {trainer.best['loss']:.4g} at iteration {trainer.best['iteration']}" + (
+        f"; stopped early at iteration {trainer.iteration}" if trainer.stopped_early else "")
+
+
+def _save_last(training, trainer, path, molecule, metadata) -> None:
+    """Write the generator of the last step beside the best one, and put the best back."""
+    import torch
+
+    generator = training.generator
+    with torch.no_grad():
+        best = {name: p.detach().clone() for name, p in generator.named_parameters()}
+        for name, p in generator.named_parameters():
+            p.copy_(trainer.last_parameters[name])
+        try:
+            training.save(path, molecule, metadata)
+        finally:
+            for name, p in generator.named_parameters():
+                p.copy_(best[name])

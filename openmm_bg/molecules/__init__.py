@@ -1,46 +1,44 @@
-"""Molecules: ready-made and user systems, trajectories, collective variables and states."""
+"""Molecules: ready-made and user systems, trajectories, collective variables and states.
 
-from .collective_variables import RMSD, Coordinate, Dihedral, Distance, NativeContacts, parse_collective_variable
-from .hamiltonian import CONSTRAINTS, IMPLICIT_SOLVENT_MODELS
-from .loading import load_system, resolve_system
-from .named_cvs import standard_collective_variables
-from .states import State, evaluate_states, parse_state
-from .systems import MolecularSystem, get_system, list_systems
-from .trajectories import (
-    TRAJECTORIES,
-    check_same_atoms,
-    hold_out_final,
-    load_bundled_trajectory,
-    load_mdtraj,
-    load_trajectory,
-    save_topology,
-    save_trajectory,
-)
+Names load on first use, so that a command that only needs a constant (the solvent models
+for its ``--help``, say) does not import mdtraj and OpenMM.
+"""
 
-__all__ = [
-    "MolecularSystem",
-    "get_system",
-    "list_systems",
-    "load_system",
-    "resolve_system",
-    "IMPLICIT_SOLVENT_MODELS",
-    "CONSTRAINTS",
-    "standard_collective_variables",
-    "TRAJECTORIES",
-    "load_trajectory",
-    "load_mdtraj",
-    "load_bundled_trajectory",
-    "save_trajectory",
-    "save_topology",
-    "check_same_atoms",
-    "hold_out_final",
-    "Dihedral",
-    "Distance",
-    "RMSD",
-    "NativeContacts",
-    "Coordinate",
-    "State",
-    "parse_state",
-    "evaluate_states",
-    "parse_collective_variable",
-]
+from .._lazy import lazy_getattr
+
+_LAZY = {
+    "RMSD": "collective_variables",
+    "Coordinate": "collective_variables",
+    "Dihedral": "collective_variables",
+    "Distance": "collective_variables",
+    "NativeContacts": "collective_variables",
+    "parse_collective_variable": "collective_variables",
+    "CONSTRAINTS": "hamiltonian",
+    "IMPLICIT_SOLVENT_MODELS": "hamiltonian",
+    "load_system": "loading",
+    "resolve_system": "loading",
+    "standard_collective_variables": "named_cvs",
+    "State": "states",
+    "evaluate_states": "states",
+    "parse_state": "states",
+    "MolecularSystem": "systems",
+    "get_system": "systems",
+    "list_systems": "systems",
+    "TRAJECTORIES": "trajectories",
+    "check_same_atoms": "trajectories",
+    "hold_out_final": "trajectories",
+    "load_bundled_trajectory": "trajectories",
+    "load_mdtraj": "trajectories",
+    "load_trajectory": "trajectories",
+    "save_topology": "trajectories",
+    "save_trajectory": "trajectories",
+}
+
+__all__ = list(_LAZY)
+
+
+__getattr__ = lazy_getattr(__name__, _LAZY)
+
+
+def __dir__():
+    return sorted(__all__)
