@@ -26,15 +26,22 @@ def test_train_writes_a_reloadable_generator_and_its_settings(tmp_path, settings
     out = tmp_path / "run"
     status = main(["train", "ala2-vacuum", "--trajectory", str(ALA2), "--stride", "50", "--config", str(settings), "--blocks", "1", "--hidden", "16", "--output", str(out), "--no-progress"])
     assert status == 0
+    printed = capsys.readouterr().out
     # 200 frames, the last 10 % (20) held out
-    assert "trained 6 iterations on 180 frames" in capsys.readouterr().out
-    assert TrainingConfig.from_yaml(out / "settings.yaml") == TrainingConfig.from_yaml(settings)
+    assert "trained 6 iterations on 180 frames" in printed
+    assert "(the best held-out loss" in printed and (out / "generator-last.pt").is_file()
+    # the settings given, and the run keeps its best generator (held-out frames by default)
+    written = TrainingConfig.from_yaml(out / "settings.yaml")
+    assert written == TrainingConfig.from_dict({**TrainingConfig.from_yaml(settings).to_dict(), "keep": "best"})
     history = json.loads((out / "history.json").read_text())
     assert len(history) == 6 and "kl" in history[-1] and "kl" not in history[0]
     assert "ml_validation" in history[0] and "ml_validation" in history[-1] and np.isfinite(history[-1]["ml_validation"])
     assert (out / "losses.png").stat().st_size > 5000
     generator = load_generator(out / "generator.pt")
     state = torch.load(out / "generator.pt", weights_only=True)
+    held = [row["ml_validation"] for row in history if "ml_validation" in row]
+    assert state["metadata"]["kept"].startswith(f"the best held-out loss, {min(held):.4g}")
+    assert torch.load(out / "generator-last.pt", weights_only=True)["metadata"]["kept"] == "last"
     # w_kl ramps up from iteration 0, so every later iteration draws kl_batch_size samples
     assert state["metadata"]["n_frames"] == 180 and state["metadata"]["n_validation_frames"] == 20
     assert state["builder_kwargs"]["coupling"] == "spline"

@@ -233,3 +233,33 @@ def test_float32_training_leaves_the_bijections_constants_exact():
     generator.flow.register_buffer("constant", torch.tensor([math.pi, 0.109], dtype=torch.float64))
     Trainer(generator, TrainingConfig(n_iterations=3, batch_size=16), data=data()).train(progress=False)
     assert torch.equal(generator.flow.constant, torch.tensor([math.pi, 0.109], dtype=torch.float64))
+
+
+def test_keep_best_puts_back_the_generator_with_the_lowest_held_out_loss():
+    """Over-fitting made on purpose (20 training points, a large learning rate): the held-out loss
+    falls, then rises.  keep: best ends with the parameters of its lowest validation; the last
+    ones stay in last_parameters; the over-fitting warning fires; patience stops early."""
+    train, held_out = data()[:20], data()[20:]
+    base = dict(n_iterations=400, batch_size=20, learning_rate=3e-2, validate_every=20, precision="float64", overfit_warning=0.2)
+    trainer = Trainer(small_generator(), TrainingConfig(keep="best", **base), data=train, validation_data=held_out)
+    with pytest.warns(RuntimeWarning, match="over-fitting"):
+        trainer.train(progress=False)
+    rows = [row for row in trainer.history if "ml_validation" in row]
+    losses = [row["ml_validation"] for row in rows]
+    best = min(losses)
+    assert losses[-1] > best + 0.2, "the run did not over-fit; the test sees nothing"
+    assert trainer.best["iteration"] == rows[losses.index(best)]["iteration"]
+    assert trainer.validation_loss() == pytest.approx(best, rel=1e-12)
+    kept = {name: p.clone() for name, p in trainer.generator.named_parameters()}
+    assert trainer.last_parameters is not None
+    assert any(not torch.equal(kept[name], value) for name, value in trainer.last_parameters.items())
+    # the same run with patience stops soon after the best
+    stopping = Trainer(small_generator(), TrainingConfig(keep="best", patience=3, **base), data=train, validation_data=held_out)
+    with pytest.warns(RuntimeWarning):
+        stopping.train(progress=False)
+    assert stopping.stopped_early and stopping.iteration < 400
+    assert stopping.iteration <= trainer.best["iteration"] + 3 * 20 + 1
+    with pytest.raises(ValueError, match="need validation data"):
+        Trainer(small_generator(), TrainingConfig(keep="best"), data=train)
+    with pytest.raises(ValueError, match="keep must be"):
+        TrainingConfig(keep="first")

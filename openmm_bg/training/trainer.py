@@ -155,6 +155,16 @@ class TrainingConfig:
         With validation data, the ML loss on it (``ml_validation`` in the history) is
         computed at iteration 0, every ``validate_every`` iterations and at the last one.
         A validation loss that rises while the training loss falls is over-fitting.
+    keep : str
+        ``"last"`` keeps the generator of the last step; ``"best"`` (with validation data)
+        puts back, at the end of :meth:`Trainer.train`, the parameters of the validation with
+        the lowest held-out loss; the last ones stay in ``Trainer.last_parameters``.
+    patience : int or None
+        Early stopping: end the run when the held-out loss has not improved for this many
+        validations in a row; None trains all ``n_iterations``.
+    overfit_warning : float or None
+        Warn (once per run) when the held-out loss rises more than this many nats above its
+        best: the generator is learning the training frames rather than the distribution.
     precision : str
         ``"float32"`` or ``"float64"``: the dtype of the network while :meth:`Trainer.train`
         runs.  float32 steps are about twice as fast and accurate enough for the gradients;
@@ -184,6 +194,9 @@ class TrainingConfig:
     nonfinite: str = "skip"
     seed: int = 0
     validate_every: int = 100
+    keep: str = "last"
+    patience: int | None = None
+    overfit_warning: float | None = 1.0
     precision: str = "float32"
 
     def __post_init__(self):
@@ -208,6 +221,12 @@ class TrainingConfig:
             raise ValueError(f"mcmc_kind must be one of {list(MCMC_KINDS)}, got {self.mcmc_kind!r}")
         if not (self.mcmc_step_size > 0 and (self.mcmc_distance_weight is None or self.mcmc_distance_weight >= 0)):
             raise ValueError(f"mcmc_step_size must be positive and mcmc_distance_weight non-negative, got {self.mcmc_step_size}, {self.mcmc_distance_weight}")
+        if self.keep not in ("last", "best"):
+            raise ValueError(f"keep must be 'last' or 'best', got {self.keep!r}")
+        if self.patience is not None:
+            self.patience = ensure_count(self.patience, "patience", 1)
+        if self.overfit_warning is not None and not (isinstance(self.overfit_warning, (int, float)) and self.overfit_warning > 0):
+            raise ValueError(f"overfit_warning must be a positive number of nats or None, got {self.overfit_warning!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}")
         if self.nonfinite not in ("skip", "drop"):
@@ -281,6 +300,12 @@ class Trainer:
         self.iteration = 0
         self.history: list[dict] = []
         self.energy_evaluations = 0
+        #: lowest held-out loss so far, its iteration, and the parameters it was measured on
+        self.best: dict = {"loss": math.inf, "iteration": None, "parameters": None}
+        #: with ``keep: best``, the parameters of the last step, after :meth:`train` put the best back
+        self.last_parameters: dict | None = None
+        self.stopped_early = False
+        self._warned_overfit = False
 
     def _as_data(self, data: Tensor, name: str) -> Tensor:
         data = self.generator._as_batch(data, name)
@@ -334,6 +359,8 @@ class Trainer:
         for name in ("ml", "mcmc"):
             if self.schedules[name].ever_positive and self.data is None:
                 raise ValueError(f"w_{name} is non-zero but no training data was given")
+        if (self.config.keep == "best" or self.config.patience is not None) and self.validation_data is None:
+            raise ValueError("keep: best and patience need validation data (held-out frames)")
         if self.schedules["rc"].ever_positive and self.reaction_coordinate is None:
             raise ValueError("w_rc is non-zero but no reaction_coordinate was given")
 
@@ -409,23 +436,57 @@ class Trainer:
         if self.validation_data is not None and (t % cfg.validate_every == 0 or t == cfg.n_iterations - 1):
             # after this step's update, so the last row describes the trained generator
             row["ml_validation"] = self.validation_loss()
+            self._track_validation(row["ml_validation"], t)
         self.history.append(row)
         self.iteration += 1
         return row
+
+    def _track_validation(self, loss: float, iteration: int) -> None:
+        """Remember the best held-out loss and its parameters; warn on over-fitting; decide early stopping."""
+        if loss < self.best["loss"]:
+            parameters = {name: p.detach().clone() for name, p in self.generator.named_parameters()}
+            self.best = {"loss": loss, "iteration": iteration, "parameters": parameters}
+            self._since_best = 0
+            return
+        self._since_best = getattr(self, "_since_best", 0) + 1
+        cfg = self.config
+        if cfg.overfit_warning is not None and loss > self.best["loss"] + cfg.overfit_warning and not self._warned_overfit:
+            self._warned_overfit = True
+            warnings.warn(
+                f"iteration {iteration}: the held-out loss {loss:.2f} is {loss - self.best['loss']:.2f} nats above its best "
+                f"({self.best['loss']:.2f} at iteration {self.best['iteration']}): the generator is over-fitting the training frames"
+                + ("" if cfg.keep == "best" else "; keep: best would keep the best generator"),
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        if cfg.patience is not None and self._since_best >= cfg.patience:
+            self.stopped_early = True
+
+    def _restore_best(self) -> None:
+        with torch.no_grad():
+            self.last_parameters = {name: p.detach().clone() for name, p in self.generator.named_parameters()}
+            for name, p in self.generator.named_parameters():
+                p.copy_(self.best["parameters"][name])
 
     def train(self, n_iterations: int | None = None, progress: bool = True) -> list[dict]:
         """Run until ``n_iterations`` steps in total have been made (default ``config.n_iterations``).
 
         The network runs in ``config.precision`` meanwhile and returns to its own dtype at
-        the end.  Returns the history (one dict per iteration: weights, loss terms,
+        the end.  With ``keep: best`` the best parameters are put back at the end (and a
+        later call goes on from the last ones).  Returns the history (one dict per iteration: weights, loss terms,
         skipped, n_nonfinite).
         """
         target = self.config.n_iterations if n_iterations is None else ensure_count(n_iterations, "n_iterations", 0)
+        if self.last_parameters is not None:  # keep: best put the best back; training goes on from the last
+            with torch.no_grad():
+                for name, p in self.generator.named_parameters():
+                    p.copy_(self.last_parameters[name])
+            self.last_parameters = None
         bar = tqdm(total=target, initial=self.iteration, disable=not progress, desc="training", leave=False)
         self.generator.train()
         try:
             with self._in_precision(PRECISIONS[self.config.precision]):
-                while self.iteration < target:
+                while self.iteration < target and not self.stopped_early:
                     row = self.step()
                     bar.update(1)
                     if self.iteration % 10 == 0:
@@ -433,6 +494,8 @@ class Trainer:
         finally:
             bar.close()
             self.generator.eval()
+        if self.config.keep == "best" and self.best["parameters"] is not None:
+            self._restore_best()
         return self.history
 
     @property
@@ -454,6 +517,8 @@ class Trainer:
             "history": self.history,
             "energy_evaluations": self.energy_evaluations,
             "config": self.config.to_dict(),
+            "best": self.best,
+            "last_parameters": self.last_parameters,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -464,6 +529,9 @@ class Trainer:
         self.iteration = int(state["iteration"])
         self.history = list(state["history"])
         self.energy_evaluations = int(state.get("energy_evaluations", 0))
+        if "best" in state:
+            self.best = state["best"]
+            self.last_parameters = state.get("last_parameters")
 
     def save_checkpoint(self, path: str | Path) -> Path:
         """Write :meth:`state_dict` to ``path`` with ``torch.save``; returns the path."""
