@@ -8,11 +8,16 @@ distribution invariant, so the chain is exact whatever the generator's quality; 
 generator only sets how fast it crosses between the states.
 
 Independent repeats (``--repeats``, seeds ``--seed + r``) grow together in rounds of
-``--round`` cycles; each repeat's configurations are kept in ``OUT/repeat{r}.npz`` (one
-frame per cycle, float32 nm) together with the move statistics, written after every round
-(atomically), so the run resumes where it stopped, in this session or a later one.  A
-file ``STOP`` in ``OUT`` ends the run after the current round.  The random streams of a
-round derive from ``(seed + r, cycles done)``, so a resumed run is the run that did not stop.
+``--round`` cycles.  Each repeat keeps in ``OUT/repeat{r}.npz``, written after every round
+(atomically): the molecule's collective variables after each cycle (float32; ``cv_phi``,
+``cv_psi`` for alanine dipeptide), the last configuration (float64 nm), the move statistics
+and, per round, the SHA-256 of the generator that made it.  These files are small (8 bytes
+a cycle for alanine dipeptide), so OUT can live in the repository and be committed: the run
+resumes where it stopped, in this session or a later one, on another machine, and with
+another generator if need be (any generator keeps the chain exact; only the mixing
+changes).  A file ``STOP`` in ``OUT`` ends the run after the current round.  The random
+streams of a round derive from ``(seed + r, cycles done)``, so a resumed run is the run
+that did not stop.
 
 ``--analyze`` prints, per repeat and combined, ``dF = -ln(P_B / P_A)`` with a block
 bootstrap error (blocks of ``--block`` cycles), the spread over repeats, the acceptances
@@ -28,6 +33,7 @@ Example (ala2-vacuum, the demo's generator)::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -43,7 +49,25 @@ def _save(path: Path, **arrays) -> None:
     os.replace(tmp, path)
 
 
-def run_round(args, molecule, generator, repeat: int, target: int) -> int:
+def read_repeat(path: Path, molecule) -> dict:
+    """A repeat's record: ``cvs`` (name -> float32 array, one value a cycle), ``last``, ``stats``, ``generators``.
+
+    Reads the first format too, which kept every configuration (``frames``).
+    """
+    stored = dict(np.load(path))
+    if "frames" in stored:
+        frames = stored["frames"].astype(np.float64)
+        cvs = {name: np.asarray(cv(frames), dtype=np.float32) for name, cv in molecule.collective_variables.items()}
+        return {"cvs": cvs, "last": frames[-1], "stats": stored["stats"].astype(np.int64), "generators": []}
+    cvs = {key[3:]: value for key, value in stored.items() if key.startswith("cv_")}
+    return {"cvs": cvs, "last": stored["last"], "stats": stored["stats"].astype(np.int64), "generators": [str(g) for g in stored["generators"]]}
+
+
+def _cycles(record: dict) -> int:
+    return len(next(iter(record["cvs"].values()))) if record["cvs"] else 0
+
+
+def run_round(args, molecule, generator, generator_hash: str, repeat: int, target: int) -> int:
     """Grow repeat ``repeat`` to ``target`` cycles; returns the cycles it holds."""
     import openmm.unit as unit
     from openmmtools import cache, states
@@ -53,12 +77,12 @@ def run_round(args, molecule, generator, repeat: int, target: int) -> int:
 
     path = args.out / f"repeat{repeat}.npz"
     if path.exists():
-        stored = dict(np.load(path))
-        frames, stats = list(stored["frames"]), stored["stats"].astype(np.int64)
-        start = stored["frames"][-1].astype(np.float64)
+        record = read_repeat(path, molecule)
     else:
-        frames, stats, start = [], np.zeros(4, dtype=np.int64), molecule.positions
-    done = len(frames)
+        record = {"cvs": {name: np.zeros(0, dtype=np.float32) for name in molecule.collective_variables}, "last": molecule.positions,
+                  "stats": np.zeros(4, dtype=np.int64), "generators": []}
+    start, stats = np.asarray(record["last"], dtype=np.float64), record["stats"]
+    done = _cycles(record)
     if done >= target:
         return done
     seed = derive_seed(args.seed + repeat, done)
@@ -69,14 +93,19 @@ def run_round(args, molecule, generator, repeat: int, target: int) -> int:
     import openmm
 
     context_cache = cache.ContextCache(platform=openmm.Platform.getPlatformByName(molecule.platform), capacity=4)
+    frames = []
     for _ in range(target - done):
         ghmc.apply(thermodynamic_state, sampler_state, context_cache)
         bg.apply(thermodynamic_state, sampler_state, context_cache)
-        frames.append(sampler_state.positions.value_in_unit(unit.nanometer).astype(np.float32))
+        frames.append(sampler_state.positions.value_in_unit(unit.nanometer))
+    frames = np.asarray(frames, dtype=np.float64)
     statistics = bg.statistics
-    stats += np.array([ghmc.n_accepted, ghmc.n_proposed, statistics["n_accepted"], statistics["n_proposed"]], dtype=np.int64)
-    _save(path, frames=np.asarray(frames, dtype=np.float32), stats=stats)
-    return len(frames)
+    stats = stats + np.array([ghmc.n_accepted, ghmc.n_proposed, statistics["n_accepted"], statistics["n_proposed"]], dtype=np.int64)
+    cvs = {f"cv_{name}": np.concatenate([record["cvs"][name], np.asarray(cv(frames), dtype=np.float32)])
+           for name, cv in molecule.collective_variables.items()}
+    generators = record["generators"] + [f"{done}-{target}:{generator_hash}"]
+    _save(path, **cvs, last=frames[-1], stats=stats, generators=np.asarray(generators))
+    return target
 
 
 def block_bootstrap(in_a: np.ndarray, in_b: np.ndarray, block: int, n: int, rng: np.random.Generator) -> float:
@@ -94,7 +123,7 @@ def block_bootstrap(in_a: np.ndarray, in_b: np.ndarray, block: int, n: int, rng:
 
 
 def analyze(args, molecule) -> dict:
-    from openmm_bg.molecules.states import evaluate_states, parse_state
+    from openmm_bg.molecules.states import parse_state
 
     state_a = parse_state(args.state_a, molecule.collective_variables, molecule.states)
     state_b = parse_state(args.state_b, molecule.collective_variables, molecule.states)
@@ -104,11 +133,14 @@ def analyze(args, molecule) -> dict:
         path = args.out / f"repeat{repeat}.npz"
         if not path.exists():
             continue
-        stored = np.load(path)
-        frames, stats = stored["frames"].astype(np.float64), stored["stats"]
-        in_a, in_b = evaluate_states([state_a, state_b], frames)
+        record = read_repeat(path, molecule)
+        stats, n = record["stats"], _cycles(record)
+        # the states are expressions over the collective variables: evaluate them on the stored values
+        cache = {name: values.astype(np.float64) for name, values in record["cvs"].items()}
+        in_a, in_b = (state.evaluate(np.zeros((n, 0, 3)), dict(cache)) for state in (state_a, state_b))
+        frames = np.zeros(n)
         if not in_a.any() or not in_b.any():
-            print(f"repeat {repeat}: {len(frames)} cycles, a state was never visited; no estimate")
+            print(f"repeat {repeat}: {n} cycles, a state was never visited; no estimate")
             continue
         delta_f = -math.log(in_b.sum() / in_a.sum())
         error = block_bootstrap(in_a, in_b, args.block, 200, np.random.default_rng(repeat))
@@ -160,6 +192,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     generator, molecule, _, _ = load_checkpoint(args.generator)
+    generator_hash = hashlib.sha256(args.generator.read_bytes()).hexdigest()[:16]
     args.out.mkdir(parents=True, exist_ok=True)
     if args.analyze:
         result = analyze(args, molecule)
@@ -172,7 +205,7 @@ def main() -> None:
             target = min(target, args.cycles)
             for repeat in range(args.repeats):
                 t0 = time.time()
-                held = run_round(args, molecule, generator, repeat, target)
+                held = run_round(args, molecule, generator, generator_hash, repeat, target)
                 print(f"{time.strftime('%H:%M:%S')} repeat {repeat} holds {held} cycles ({time.time() - t0:.0f} s)", file=log, flush=True)
             if (args.out / "STOP").exists():
                 print("STOP file found; ending after this round", file=log, flush=True)
