@@ -15,7 +15,9 @@ estimate says it cannot be trusted; its z is listed but it is also counted apart
 ``--ala2 WORKDIR`` adds the alanine dipeptide trainings that ``benchmarks.ess_budget`` left in
 WORKDIR, against the bundled reference (not exact: its own error is added in quadrature).
 
-Runs are resumable: each writes ``WORKDIR/SYSTEM/seed-N.json`` and is read back if present.
+Runs are resumable: each writes ``WORKDIR/SYSTEM/seed-N.json`` (default WORKDIR
+benchmarks/results/calibration, committed as runs finish, so that a later session goes on)
+and is read back if present.
 Run from the repository root::
 
     nice -n 19 python -m benchmarks.calibration                          # 2 toys x 20 runs, about 30 min on 2 cores
@@ -109,7 +111,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=20, help="independent trainings per toy (default 20)")
     parser.add_argument("--first-seed", type=int, default=100)
     parser.add_argument("--full", action="store_true", help="the toy demo's full budget instead of the reduced one")
-    parser.add_argument("--workdir", type=Path, default=Path("runs/calibration"), help="records of finished runs, reused (default runs/calibration)")
+    parser.add_argument("--workdir", type=Path, default=Path("benchmarks/results/calibration"), help="records of finished runs, reused; small JSON files meant to be committed (default benchmarks/results/calibration)")
     parser.add_argument("--ala2", type=Path, default=None, help="a benchmarks.ess_budget workdir whose trainings to add")
     args = parser.parse_args(argv)
     if args.runs < 1:
