@@ -6,7 +6,8 @@ DEMO.yaml`` on top), and prints for each:
 
 * the Kish ESS of 10^5 fresh samples (the demo's own draw, ``n_samples``), and their mean
   and standard deviation over the repeats;
-* dF = F(phi > 0) - F(phi < 0) against the bundled reference;
+* dF = F(phi > 0) - F(phi < 0) against the bundled reference, and the ensemble's dF with an
+  error that covers the training-to-training spread (``openmm_bg.analysis.combine_trainings``);
 * energy evaluations: the MD that made the training data, training, sampling, and in all;
 * wall time and CPU time of the run;
 
@@ -36,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from openmm_bg.analysis import combine_trainings
 from openmm_bg.recipes.demo import DemoSettings, run_demo
 
 __all__ = ["ANCHORS", "run_repeat", "main"]
@@ -99,6 +101,12 @@ def main(args: argparse.Namespace) -> dict:
         spread = float(ess.std(ddof=1)) if ess.size > 1 else float("nan")
         print(f"  mean ESS {100 * ess.mean():.2f} % (sd {100 * spread:.2f} % over {ess.size}), mean evaluations {totals.mean():.3g}")
         reference = records[0]["reference"]
+        finished = [r for r in records if r["delta_f"] is not None]
+        if len(finished) > 1:
+            # one estimate from the ensemble, with an error that sees the training-to-training spread
+            ensemble = combine_trainings([r["delta_f"] for r in finished], [r["delta_f_error"] for r in finished])
+            print(f"  dF of the ensemble {ensemble['value']:.3f} +- {ensemble['error']:.3f} kT (spread of {ensemble['n']} trainings "
+                  f"{ensemble['error_spread']:.3f}, their bootstraps {ensemble['error_bootstrap']:.3f}; openmm_bg.analysis.combine_trainings)")
         if dfs and reference is not None:
             sd = float(np.std(dfs, ddof=1)) if len(dfs) > 1 else float("nan")
             print(f"  dF mean {np.mean(dfs):.3f} kT, sd over trainings {sd:.3f} kT; reference {reference['delta_f_kT']:.3f} +- "

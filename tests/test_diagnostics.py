@@ -249,3 +249,31 @@ def test_a_bootstrap_that_empties_a_state_reports_an_unbounded_error_without_run
         result, fired = _messages(lambda: state_free_energy(lw, ~in_b, in_b, n_bootstrap=50))
     assert result["error_kT"] == math.inf
     assert any("the bootstrap error is unbounded" in message for message in fired)
+
+
+def test_combining_trainings_covers_the_training_variance_their_bootstraps_miss():
+    """Trainings whose estimates scatter with sd 0.1 around the truth while each reports 0.03
+    (as alanine dipeptide's generators do): over 2000 sets of 3 and of 6 trainings, the combined
+    one-sigma error holds the truth in 68 % of sets within NSIGMA binomial standard errors, where
+    the bootstrap errors alone would hold it far less often."""
+    from helpers import NSIGMA
+    from openmm_bg.analysis import combine_trainings
+
+    rng = np.random.default_rng(11)
+    for n in (3, 6):
+        covered, naive = 0, 0
+        for _ in range(2000):
+            values = 4.6 + 0.1 * rng.standard_normal(n)
+            result = combine_trainings(values, np.full(n, 0.03))
+            covered += abs(result["value"] - 4.6) <= result["error"]
+            naive += abs(result["value"] - 4.6) <= result["error_bootstrap"]
+        p = 0.6827
+        assert abs(covered / 2000 - p) < NSIGMA * np.sqrt(p * (1 - p) / 2000), (n, covered / 2000)
+        assert naive / 2000 < 0.5
+    with pytest.raises(ValueError, match="at least 2"):
+        combine_trainings([4.6], [0.03])
+    with pytest.raises(ValueError, match="same length"):
+        combine_trainings([4.6, 4.7], [0.03])
+    with pytest.raises(ValueError, match="non-negative"):
+        combine_trainings([4.6, 4.7], [0.03, -0.01])
+    assert combine_trainings([4.6, 4.7], [0.03, np.inf])["error"] == np.inf

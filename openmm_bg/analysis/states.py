@@ -19,7 +19,7 @@ from .._validation import ensure_count
 from .diagnostics import MIN_STATE_ESS, UnreliableWeightsWarning, pareto_khat, pareto_khat_threshold, pareto_tail_size, state_ess, weight_warnings
 from .reweighting import kish_ess, state_free_energy_difference
 
-__all__ = ["state_free_energy", "diagnostic_lines", "khat_line"]
+__all__ = ["state_free_energy", "diagnostic_lines", "khat_line", "combine_trainings"]
 
 
 def state_free_energy(
@@ -168,3 +168,43 @@ def diagnostic_lines(result: dict[str, Any], n: int, names: tuple[str, str] = ("
         lines.append(f"{'state ' + key.upper():<22}{name}: {result[f'n_{key}']} samples, Kish ESS {result[f'ess_{key}']:.1f}")
     lines += [f"{'warning':<22}{message}" for message in result["warnings"]]
     return lines
+
+
+def combine_trainings(values, errors) -> dict[str, float]:
+    """One estimate from several independently trained generators, with an error that sees training variance.
+
+    A generator's bootstrap error only sees its own samples: the part of configuration
+    space it under-samples is invisible to it, and it changes from one training to the
+    next.  Independently seeded trainings make that variance visible as their spread.
+
+    Parameters
+    ----------
+    values : array_like, shape (n,)
+        Each training's estimate (e.g. dF in kT), n >= 2.
+    errors : array_like, shape (n,)
+        Each one's own (bootstrap) error.
+
+    Returns
+    -------
+    dict
+        ``value``: the plain mean (the trainings are exchangeable); ``error_spread``: the
+        standard error of the mean from the spread, scaled by Student's t for n - 1 degrees
+        of freedom so that it is a one-sigma error even for few trainings; ``error_bootstrap``:
+        the bootstrap errors propagated to the mean (infinite if one is); ``error``: the larger of the two;
+        ``n``: the number of trainings.
+    """
+    from scipy import stats
+
+    values = np.asarray(values, dtype=np.float64)
+    errors = np.asarray(errors, dtype=np.float64)
+    if values.ndim != 1 or values.shape != errors.shape:
+        raise ValueError(f"values and errors must be 1-D arrays of the same length, got shapes {values.shape} and {errors.shape}")
+    if values.size < 2:
+        raise ValueError(f"combining trainings needs at least 2 of them, got {values.size}")
+    if not (np.isfinite(values).all() and (errors >= 0).all()):
+        raise ValueError(f"values must be finite and errors non-negative, got {values.tolist()} and {errors.tolist()}")
+    n = values.size
+    t = float(stats.t.ppf(stats.norm.cdf(1.0), n - 1))
+    spread = t * float(values.std(ddof=1)) / math.sqrt(n)
+    bootstrap = float(math.sqrt((errors**2).sum()) / n)
+    return {"value": float(values.mean()), "error": max(spread, bootstrap), "error_spread": spread, "error_bootstrap": bootstrap, "n": n}
