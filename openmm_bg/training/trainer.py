@@ -306,6 +306,7 @@ class Trainer:
         self.last_parameters: dict | None = None
         self.stopped_early = False
         self._warned_overfit = False
+        self._since_best = 0  # validations since the best one, for patience
 
     def _as_data(self, data: Tensor, name: str) -> Tensor:
         data = self.generator._as_batch(data, name)
@@ -448,7 +449,7 @@ class Trainer:
             self.best = {"loss": loss, "iteration": iteration, "parameters": parameters}
             self._since_best = 0
             return
-        self._since_best = getattr(self, "_since_best", 0) + 1
+        self._since_best += 1
         cfg = self.config
         if cfg.overfit_warning is not None and loss > self.best["loss"] + cfg.overfit_warning and not self._warned_overfit:
             self._warned_overfit = True
