@@ -25,7 +25,7 @@ setup(
         "pyyaml>=6.0",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2.1", "dask[distributed]>=2023.1"],
+        "test": ["pytest>=7", "pytest-timeout>=2.1", "dask[distributed]>=2023.1", "hypothesis>=6.100"],
         "distributed": ["dask[distributed]>=2023.1"],
         "bench": ["zuko>=1.0"],
     },

@@ -43,7 +43,9 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if action.default in (None, False, argparse.SUPPRESS) or "default" in text or not action.option_strings:
+        # identity, not ==: a default of 0 must show (0 == False)
+        hidden = action.default is None or action.default is False or action.default is argparse.SUPPRESS or action.default == []
+        if hidden or "default" in text or not action.option_strings:
             return text
         shown = " ".join(map(str, action.default)) if isinstance(action.default, (list, tuple)) else action.default
         return f"{text} (default: {shown})" if text else f"default: {shown}"

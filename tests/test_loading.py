@@ -7,7 +7,10 @@ are compared on the Reference platform at the same positions.
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -234,3 +237,145 @@ def test_reading_a_dcd_prints_nothing():
     assert run.returncode == 0, run.stderr
     assert "dcdplugin" not in run.stdout + run.stderr
     assert run.stdout.strip().endswith("(20, 22, 3)")
+
+
+# --- CHARMM: a PSF with its parameter files -------------------------------------------------
+
+CHARMM = Path(__file__).parent / "fixtures" / "charmm"
+PSF, PRM, CHARMM_CRD = CHARMM / "nma.psf", CHARMM / "nma.prm", CHARMM / "nma.crd"
+
+
+def _charmm_direct(box=None, **options) -> openmm.System:
+    """The System OpenMM builds from the fixture's PSF and parameter file with ``options``."""
+    psf = app.CharmmPsfFile(str(PSF), periodicBoxVectors=box)
+    return psf.createSystem(app.CharmmParameterSet(str(PRM)), **options)
+
+
+@pytest.mark.parametrize(
+    "options, direct",
+    [
+        ({}, {}),
+        ({"implicit_solvent": "OBC2", "constraints": "HBonds", "hydrogen_mass": 3.0},
+         {"implicitSolvent": app.OBC2, "constraints": app.HBonds, "hydrogenMass": 3.0 * unit.dalton}),
+        ({"implicit_solvent": "GBn2", "nonbonded_cutoff": 0.8},
+         {"implicitSolvent": app.GBn2, "nonbondedMethod": app.CutoffNonPeriodic, "nonbondedCutoff": 0.8 * unit.nanometer}),
+    ],
+)
+def test_charmm_psf_matches_a_direct_build(options, direct):
+    mol = _no_warnings(lambda: load_system(CHARMM_CRD, PSF, forcefield=[PRM], **options))
+    reference = _charmm_direct(**direct)
+    _assert_same_energies(mol, reference)
+    masses = [s.getParticleMass(i).value_in_unit(unit.dalton) for s in (mol.system, reference) for i in range(12)]
+    np.testing.assert_array_equal(masses[:12], masses[12:])
+    np.testing.assert_allclose(mol.positions, app.CharmmCrdFile(str(CHARMM_CRD)).positions.value_in_unit(unit.nanometer), rtol=0, atol=1e-12)
+    assert mol.description.startswith("CHARMM PSF nma.psf + nma.prm with nma.crd;")
+    solvent = options.get("implicit_solvent")
+    assert (f"; implicit solvent {solvent};" if solvent else "; vacuum;") in mol.description
+    assert [atom.element.symbol for atom in mol.topology.atoms] == ["C", "H", "H", "H", "C", "O", "N", "H", "C", "H", "H", "H"]
+
+
+def test_charmm_psf_with_a_pdb_takes_its_box(tmp_path):
+    crd = app.CharmmCrdFile(str(CHARMM_CRD))
+    topology = app.CharmmPsfFile(str(PSF)).topology
+    box = [openmm.Vec3(3.0, 0, 0), openmm.Vec3(0, 3.1, 0), openmm.Vec3(0, 0, 3.2)] * unit.nanometer
+    topology.setPeriodicBoxVectors(box)
+    pdb = tmp_path / "nma-box.pdb"
+    with open(pdb, "w") as handle:
+        app.PDBFile.writeFile(topology, crd.positions, handle)
+    mol = load_system(pdb, PSF, forcefield=[PRM], nonbonded_cutoff=0.9)
+    np.testing.assert_allclose(mol.box_vectors, np.diag([3.0, 3.1, 3.2]), atol=1e-12)
+    assert "nonbonded PME, cutoff 0.9 nm" in mol.description and "; periodic box" in mol.description
+    _assert_same_energies(mol, _charmm_direct(box, nonbondedMethod=app.PME, nonbondedCutoff=0.9 * unit.nanometer), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "structure, system, forcefield, error, message",
+    [
+        (CHARMM_CRD, PSF, None, ValueError, "a CHARMM PSF (nma.psf) needs its parameter files: give forcefield (--forcefield)"),
+        (CHARMM_CRD, PSF, ["amber14-all.xml"], ValueError, "with a CHARMM PSF, forcefield names CHARMM parameter files (.prm, .par, .rtf, .top, .str, .inp); got amber14-all.xml"),
+        (CHARMM_CRD, PSF, [CHARMM / "none.prm"], FileNotFoundError, "CHARMM parameter file not found"),
+        (GRO, PSF, [PRM], ValueError, "with a CHARMM PSF, structure must be a CHARMM .crd, a PDB or a PDBx/mmCIF file, got methanol.gro"),
+        (TRPZIP2_PDB, None, [PRM], ValueError, "CHARMM parameter files"),
+        (CRD, PRMTOP, [PRM], ValueError, "alanine-dipeptide.prmtop brings its own parameters: drop forcefield"),
+        (TRPZIP2_PDB, PSF, [PRM], ValueError, "trpzip2-implicit.pdb has 218 positions but the System has 12 particles"),
+        (CRD, PSF, [PRM], ValueError, "alanine-dipeptide.crd: CharmmFileError: Error parsing CHARMM coordinate file"),
+    ],
+)
+def test_charmm_bad_combinations_name_what_is_missing(structure, system, forcefield, error, message):
+    with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+        load_system(structure, system, forcefield=forcefield, implicit_solvent="none")
+
+
+def test_charmm_missing_parameter_is_one_value_error(tmp_path):
+    lines = PRM.read_text().splitlines()
+    (tmp_path / "no-amide-bond.prm").write_text("\n".join(line for line in lines if not line.startswith("CC   NA")) + "\n")
+    with pytest.raises(ValueError, match=r"nma\.psf, no-amide-bond\.prm: MissingParameter: Missing bond type"):
+        load_system(CHARMM_CRD, PSF, forcefield=[tmp_path / "no-amide-bond.prm"])
+    bad_psf = tmp_path / "bad.psf"
+    bad_psf.write_text(PSF.read_text().replace("PSF CMAP", "NOT A PSF"))
+    with pytest.raises(ValueError, match=r"bad\.psf: CharmmPSFError: Unrecognized PSF file"):
+        load_system(CHARMM_CRD, bad_psf, forcefield=[PRM])
+
+
+def test_simulate_a_charmm_psf(tmp_path, capsys, monkeypatch):
+    import mdtraj as md
+
+    monkeypatch.delenv("OPENMM_BG_DEBUG", raising=False)
+    out = tmp_path / "nma.dcd"
+    files = ["--structure", str(CHARMM_CRD), "--system-file", str(PSF)]
+    argv = ["simulate", *files, "--forcefield", str(PRM), "--implicit-solvent", "OBC1", "-o", str(out), "--frames", "2",
+            "--steps-per-frame", "5", "--no-progress"]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "Hamiltonian: CHARMM PSF nma.psf + nma.prm with nma.crd; implicit solvent OBC1;" in lines[0]
+    assert lines[1].startswith("OpenMM platform ") and "the fastest in a timing of energy and forces" in lines[1]
+    assert md.load(str(out), top=str(out.with_suffix(".pdb"))).xyz.shape == (2, 12, 3)
+    # the platform given by name is taken as given: no timing
+    assert main([*argv[:-5], "-o", str(tmp_path / "ref.dcd"), "--frames", "1", "--steps-per-frame", "1", "--platform", "Reference", "--no-progress"]) == 0
+    assert "OpenMM platform Reference: chosen by name" in capsys.readouterr().out
+    assert main(["simulate", *files, "-o", str(tmp_path / "x.dcd")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "needs its parameter files: give forcefield (--forcefield)" in err
+
+
+# --- one meaning per option name across commands ---------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["simulate", "train"])
+def test_system_option_names_a_registered_system_as_the_positional_does(command, tmp_path, capsys, monkeypatch):
+    from openmm_bg.cli import parse_args
+
+    rest = ["-o", str(tmp_path / "x.dcd")] if command == "simulate" else ["--trajectory", str(tmp_path / "none.dcd")]
+    assert parse_args([command, "--system", "ala2-vacuum", *rest]).system_option == "ala2-vacuum"
+    monkeypatch.delenv("OPENMM_BG_DEBUG", raising=False)
+    assert main([command, "ala2-vacuum", "--system", "ala2-implicit", *rest]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "SYSTEM 'ala2-vacuum' and --system 'ala2-implicit' differ" in err
+    assert main([command, "--system", "ala2-vacuum", "--structure", str(CRD), *rest]) == 2
+    assert "give either a ready-made SYSTEM or --structure, not both (got 'ala2-vacuum' and " in capsys.readouterr().err
+
+
+def test_simulate_takes_the_registered_system_by_option(tmp_path, capsys):
+    out = tmp_path / "ala2.dcd"
+    assert main(["simulate", "--system", "ala2-vacuum", "-o", str(out), "--frames", "1", "--steps-per-frame", "2", "--no-progress"]) == 0
+    assert out.is_file() and "Hamiltonian" not in capsys.readouterr().out  # a registered system is described by its name
+
+
+@pytest.mark.parametrize("command", ["simulate", "train"])
+def test_help_shows_every_default(command, capsys):
+    """Each option with a default (not None, not a flag) says it in --help, and --platform says what auto does."""
+    from openmm_bg.cli import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args([command, "--help"])
+    text = capsys.readouterr().out
+    blocks = re.split(r"\n  (?=-)", text.split("options:", 1)[1])
+    parser = argparse.ArgumentParser()
+    importlib.import_module(f"openmm_bg.commands.{command}").configure(parser)
+    with_default = [a for a in parser._actions if a.option_strings and a.default not in (None, False, argparse.SUPPRESS) and a.default != []]
+    assert with_default
+    for action in with_default:
+        block = " ".join(next(b for b in blocks if b.startswith(action.option_strings[0] + " ") or b.startswith(", ".join(action.option_strings))).split())
+        assert "default" in block, block
+    if command == "simulate":
+        assert "or auto (the default): for your own files, the fastest of the installed platforms in a timing" in " ".join(text.split())

@@ -1,10 +1,12 @@
 """The command-line options that choose a system and state how the user's own is built, defined once.
 
 ``simulate``, ``train``, ``sample`` and ``free-energy`` add them with
-:func:`add_system_arguments`.  :func:`resolve_command_system` builds the system they
-name; a command that builds it otherwise passes :func:`hamiltonian_keywords` on and
-builds inside :func:`reporting_hamiltonian`.  Either prints loading warnings as one
-line each and the Hamiltonian of a user's system as one line.
+:func:`add_system_arguments`: ``--system NAME`` is a registered system in all four
+(``simulate`` and ``train`` also take it as the positional ``SYSTEM``).
+:func:`resolve_command_system` builds the system they name; a command that builds it
+otherwise passes :func:`hamiltonian_keywords` on and builds inside
+:func:`reporting_hamiltonian`.  Either prints loading warnings as one line each, and for
+a user's system the Hamiltonian and the OpenMM platform chosen, one line each.
 
 Every command takes ``--threads`` (:func:`add_threads_argument`): torch's intra-op
 threads, ``auto`` by default, chosen by :func:`command_threads` from a short timing
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import sys
 import warnings
 from pathlib import Path
@@ -23,7 +26,7 @@ from typing import Any, Callable, Iterator, TypeVar
 from ..molecules.hamiltonian import CONSTRAINTS, IMPLICIT_SOLVENT_MODELS
 
 __all__ = [
-    "add_system_arguments", "hamiltonian_keywords", "reporting_hamiltonian", "resolve_command_system",
+    "add_system_arguments", "registered_system", "hamiltonian_keywords", "reporting_hamiltonian", "resolve_command_system",
     "add_threads_argument", "requested_threads", "command_threads", "settings_threads", "sampling_threads", "SAMPLING_PROBE", "sampling_workload", "training_workload",
 ]
 
@@ -43,8 +46,8 @@ def add_system_arguments(
     ----------
     parser : argparse.ArgumentParser
     positional : bool
-        The registered name as an optional positional ``SYSTEM`` (``simulate``, ``train``)
-        instead of ``--system NAME`` (``sample``, ``free-energy``).
+        Also take the registered name as an optional positional ``SYSTEM`` (``simulate``,
+        ``train``; :func:`registered_system` reads either), besides ``--system NAME``.
     hamiltonian : bool
         Also ``--forcefield``, ``--implicit-solvent``, ``--constraints`` and
         ``--nonbonded-cutoff``; only for commands that pass them on with
@@ -54,17 +57,22 @@ def add_system_arguments(
     """
     named_help = "a registered system (see openmm_bg.molecules.list_systems())"
     if positional:
-        parser.add_argument("system", nargs="?", help=f"{named_help}, or omit it and give --structure")
+        parser.add_argument("system", nargs="?", metavar="SYSTEM", help=f"{named_help}, the same as --system NAME; or omit it and give --structure")
+        parser.add_argument("--system", dest="system_option", metavar="NAME", help=f"{named_help}, the same as the positional SYSTEM")
     else:
-        parser.add_argument("--system", help=f"{named_help} instead of the one in the checkpoint")
+        parser.add_argument("--system", metavar="NAME", help=f"{named_help} instead of the one in the checkpoint")
     own = parser.add_argument_group("your own system (instead of a registered one)")
     own.add_argument("--structure", type=Path,
-                     help="topology and positions: PDB or PDBx/mmCIF; .inpcrd/.rst7/.crd with an Amber prmtop; .gro with a GROMACS .top")
+                     help="topology and positions: PDB or PDBx/mmCIF; .inpcrd/.rst7/.crd with an Amber prmtop; "
+                          ".gro with a GROMACS .top; CHARMM .crd with a .psf")
     own.add_argument("--system-file", type=Path,
-                     help="Amber .prmtop/.parm7, GROMACS .top, or a serialized System (.xml, already built: no options below)")
+                     help="Amber .prmtop/.parm7, GROMACS .top, CHARMM .psf (with --forcefield), "
+                          "or a serialized System (.xml, already built: no options below)")
     if hamiltonian:
-        own.add_argument("--forcefield", nargs="+", metavar="XML",
-                         help="OpenMM force-field files for a PDB --structure, e.g. amber14-all.xml implicit/gbn2.xml")
+        own.add_argument("--forcefield", nargs="+", metavar="FILE",
+                         help="the force field a --system-file does not carry: OpenMM XML files for a PDB --structure without "
+                              "--system-file (e.g. amber14-all.xml implicit/gbn2.xml), or a CHARMM .psf's parameter files "
+                              "(.prm/.par, .rtf/.top, .str)")
         own.add_argument("--implicit-solvent", metavar="MODEL",
                          help=f"one of {', '.join(IMPLICIT_SOLVENT_MODELS)} (default: none; a prmtop made for implicit solvent warns)")
         own.add_argument("--constraints", metavar="SET",
@@ -74,6 +82,20 @@ def add_system_arguments(
     if hydrogen_mass:
         parser.add_argument("--hydrogen-mass", type=float, metavar="DA",
                             help="Da; repartition hydrogen masses for a longer time step (keeps equilibrium; default: the system's masses)")
+
+
+def registered_system(args: argparse.Namespace) -> str | None:
+    """The registered system ``args`` name: ``--system NAME`` or, where the command has it, the positional ``SYSTEM``.
+
+    Raises
+    ------
+    ValueError
+        If both are given and differ.
+    """
+    option = args.system_option if "system_option" in args else None
+    if args.system and option and args.system != option:
+        raise ValueError(f"SYSTEM {args.system!r} and --system {option!r} differ; give the registered system once")
+    return args.system or option
 
 
 def hamiltonian_keywords(args: argparse.Namespace) -> dict[str, Any]:
@@ -86,8 +108,35 @@ def hamiltonian_keywords(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+class _PlatformLines(logging.Handler):
+    """Collects the platform choices :func:`openmm_bg.molecules.platforms.select_platform` logs, to print them."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _platform_choices() -> Iterator[list[str]]:
+    """The lines logged by ``openmm_bg.molecules.platforms`` inside the block (and only those: they are not passed on)."""
+    logger = logging.getLogger("openmm_bg.molecules.platforms")
+    handler, level, propagate = _PlatformLines(), logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        yield handler.lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
 def reporting_hamiltonian(command: str, build: Callable[[], T], own_files: bool, describe: Callable[[T], str] | None = None) -> T:
-    """Run ``build()``, printing its warnings as one line each and, for the user's files, the Hamiltonian.
+    """Run ``build()``, printing its warnings as one line each and, for the user's files, the Hamiltonian and the platform.
 
     Parameters
     ----------
@@ -97,7 +146,8 @@ def reporting_hamiltonian(command: str, build: Callable[[], T], own_files: bool,
         Builds the system (or what holds it).
     own_files : bool
         Whether ``build`` loads the user's own files (``--structure``); then the
-        Hamiltonian's description is printed.
+        Hamiltonian's description is printed, and the OpenMM platform chosen (by a timing,
+        or by name) as :func:`openmm_bg.molecules.load_system` logs it.
     describe : callable, optional
         The description of what ``build`` returns; default its ``.description``.
 
@@ -105,7 +155,7 @@ def reporting_hamiltonian(command: str, build: Callable[[], T], own_files: bool,
     -------
     what ``build`` returns
     """
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, _platform_choices() as platform_lines:
         warnings.simplefilter("always", UserWarning)
         built = build()
     for warning in caught:
@@ -115,11 +165,20 @@ def reporting_hamiltonian(command: str, build: Callable[[], T], own_files: bool,
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     if own_files:
         print(f"Hamiltonian: {describe(built) if describe else built.description}")
+        for line in platform_lines:
+            print(line)
     return built
 
 
-def resolve_command_system(command: str, args: argparse.Namespace):
+def resolve_command_system(command: str, args: argparse.Namespace, platform: str = "auto"):
     """The system named by ``args`` (from :func:`add_system_arguments` with ``hamiltonian=True``), reported.
+
+    Parameters
+    ----------
+    command : str
+    args : argparse.Namespace
+    platform : str
+        The OpenMM platform for the user's own files: ``"auto"`` (times the candidates) or a name.
 
     Returns
     -------
@@ -127,8 +186,12 @@ def resolve_command_system(command: str, args: argparse.Namespace):
     """
     from ..molecules.loading import resolve_system
 
+    name = registered_system(args)
+    if name and args.structure:
+        raise ValueError(f"give either a ready-made SYSTEM or --structure, not both (got {name!r} and {args.structure})")
+
     def build():
-        return resolve_system(system=args.system, structure=args.structure, system_file=args.system_file, **hamiltonian_keywords(args))
+        return resolve_system(system=name, structure=args.structure, system_file=args.system_file, platform=platform, **hamiltonian_keywords(args))
 
     return reporting_hamiltonian(command, build, own_files=args.structure is not None)
 

@@ -27,25 +27,28 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="start from this frame of the system's bundled trajectory instead of its initial positions "
         "(ala2-vacuum's initial phi = -180 deg lies on the border of phi_positive)",
     )
-    parser.add_argument("--iterations", type=int, default=200)
-    parser.add_argument("--buffer-size", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--iterations", type=int, default=200, help="exploration iterations")
+    parser.add_argument("--buffer-size", type=int, default=256, help="configurations in the replay buffer of chains")
+    parser.add_argument("--batch-size", type=int, default=128, help="training batch drawn from the buffer")
     parser.add_argument("--step-size", type=float, default=0.5, help="latent step s")
     parser.add_argument("--target-acceptance", type=float, default=None, help="adapt the warm-up and latent steps towards this acceptance")
     parser.add_argument("--mcmc-steps", type=int, default=1, help="latent Metropolis sweeps per iteration")
     parser.add_argument("--independence-steps", type=int, default=0, help="independence Metropolis-Hastings sweeps per iteration")
-    parser.add_argument("--temperature", type=float, default=1.0, help="relative temperature T/T0 of the buffer chains")
+    parser.add_argument(
+        "--relative-temperature", "--temperature", dest="temperature", type=float, default=1.0,
+        help="relative temperature T/T0 of the buffer chains (not kelvin; --temperature is the older name)",
+    )
     parser.add_argument("--w-kl", type=float, default=0.0, help="weight of the KL (by energy) loss")
     parser.add_argument("--kl-temperatures", type=float, nargs="+", default=[1.0], help="relative temperatures of the KL loss")
-    parser.add_argument("--kl-batch-size", type=int, default=128)
+    parser.add_argument("--kl-batch-size", type=int, default=128, help="samples per KL (by energy) loss evaluation")
     parser.add_argument("--energy-cut", type=float, default=1e3, help="kT; KL energies above it grow logarithmically")
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--warmup-steps", type=int, default=50)
+    parser.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate")
+    parser.add_argument("--warmup-steps", type=int, default=50, help="Cartesian random-walk Metropolis steps of every buffer chain before training")
     parser.add_argument("--warmup-step-size", type=float, default=0.0005, help="nm")
-    parser.add_argument("--final-samples", type=int, default=1000)
-    parser.add_argument("--hidden", type=int, nargs="+", default=[64, 64])
-    parser.add_argument("--blocks", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--final-samples", type=int, default=1000, help="samples drawn from the final generator for reweighting")
+    parser.add_argument("--hidden", type=int, nargs="+", default=[64, 64], help="hidden layer widths of the conditioners")
+    parser.add_argument("--blocks", type=int, default=3, help="coupling blocks of the flow")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the network, chains and samples")
     add_threads_argument(parser)
 
 

@@ -12,6 +12,11 @@ written next to the outputs.  The recipe is
 (network initialisation and batches).  Outputs in --output: generator.pt (reload with
 openmm_bg.generator.load_generator or use in BoltzmannGeneratorMove), settings.yaml,
 history.json (one entry per iteration) and losses.png.
+
+The system is a registered one (``SYSTEM`` or ``--system NAME``) or your own files
+(``--structure`` with ``--system-file`` or ``--forcefield``, as in ``openmm-bg simulate``);
+for your own files the OpenMM platform of the energies is the fastest of the installed
+ones in a short timing, printed on the line "OpenMM platform ...".
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hidden", type=int, nargs="+", default=[128, 128], help="hidden widths (default 128 128)")
     parser.add_argument("--output", "-o", type=Path, default=Path("openmm-bg-train"), help="output folder (default ./openmm-bg-train)")
     add_threads_argument(parser)
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def _training_step(molecule, frames, config, architecture: dict):

@@ -18,6 +18,8 @@ _LAZY = {
     "load_system": "loading",
     "resolve_system": "loading",
     "standard_collective_variables": "named_cvs",
+    "fastest_platform": "platforms",
+    "select_platform": "platforms",
     "State": "states",
     "evaluate_states": "states",
     "parse_state": "states",

@@ -323,6 +323,8 @@ CV_KINDS: dict[str, tuple[int, str]] = {"dihedral": (4, "radians"), "distance": 
 CV_SPEC_FORMS: tuple[str, ...] = tuple(f"NAME={kind}:{','.join('ijkl'[:n])}" for kind, (n, _) in CV_KINDS.items())
 
 _CV_SPEC = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*([A-Za-z_]+)\s*:\s*(.*?)\s*$")
+#: one atom index as written: ASCII digits (``int`` alone would also take "1_4", "+4" or "١٤")
+_ATOM_INDEX = re.compile(r"-?[0-9]+")
 
 
 def parse_collective_variable(
@@ -371,10 +373,13 @@ def parse_collective_variable(
     if kind not in CV_KINDS:
         raise ValueError(f"collective variable {spec!r}: unknown kind {kind!r}; known kinds: {', '.join(CV_KINDS)}")
     n_atoms_needed = CV_KINDS[kind][0]
+    words = [a.strip() for a in atoms_text.split(",")]
+    if not all(_ATOM_INDEX.fullmatch(a) for a in words):
+        raise ValueError(f"collective variable {spec!r}: atom indices must be integers (digits 0-9) separated by commas, got {atoms_text!r}")
     try:
-        atoms = tuple(int(a) for a in atoms_text.split(","))
-    except ValueError:
-        raise ValueError(f"collective variable {spec!r}: atom indices must be integers separated by commas, got {atoms_text!r}") from None
+        atoms = tuple(int(a) for a in words)
+    except ValueError:  # more digits than Python converts
+        raise ValueError(f"collective variable {spec!r}: atom index too long, got {atoms_text!r}") from None
     if len(atoms) != n_atoms_needed:
         raise ValueError(f"collective variable {spec!r}: a {kind} takes {n_atoms_needed} atom indices, got {len(atoms)}")
     n_atoms = topology.n_atoms

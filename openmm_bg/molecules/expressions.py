@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import ast
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
 import numpy as np
 
-__all__ = ["CONSTANTS", "StateExpression", "parse_expression", "canonical_form"]
+__all__ = ["CONSTANTS", "MAX_DEPTH", "StateExpression", "parse_expression", "canonical_form"]
 
 #: constants an expression may use besides the collective variables
 CONSTANTS: dict[str, float] = {"pi": math.pi, "deg": math.pi / 180.0}
@@ -81,12 +82,28 @@ _OPERATOR_NAMES = {
 
 _BOOL, _NUMBER = "condition", "number"
 
+#: deepest nesting of operations an expression may have (a real state definition has a handful);
+#: deeper trees would exhaust Python's recursion when checked or evaluated
+MAX_DEPTH = 100
+
+
+def _one_line(text: str) -> str:
+    """``text`` with every run of whitespace (line breaks included) made one space, for a one-line message."""
+    return " ".join(text.split())
+
 
 def _segment(definition: str, node: ast.AST) -> str:
     try:
-        return ast.get_source_segment(definition, node) or ast.unparse(node)
+        return _one_line(ast.get_source_segment(definition, node) or ast.unparse(node))
     except Exception:  # noqa: BLE001 - only for the message
         return type(node).__name__
+
+
+def _parse(text: str) -> ast.Expression:
+    """``ast.parse`` in eval mode, without the SyntaxWarnings (``0not x``) Python would print on stderr."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SyntaxWarning)
+        return ast.parse(text, mode="eval")
 
 
 @dataclass(frozen=True)
@@ -129,8 +146,13 @@ class StateExpression:
         return np.broadcast_to(np.asarray(result, dtype=bool), next(iter(shapes))).copy()
 
 
-def _check(node: ast.AST, definition: str, known: frozenset[str], used: list[str], label: str, hint: str) -> str:
+def _check(node: ast.AST, definition: str, known: frozenset[str], used: list[str], label: str, hint: str, depth: int = 0) -> str:
     """Refuse everything outside the whitelist; return the kind of value the node gives."""
+    if depth > MAX_DEPTH:
+        raise ValueError(f"{label} {definition!r} is nested more than {MAX_DEPTH} operations deep")
+
+    def check(child: ast.AST) -> str:
+        return _check(child, definition, known, used, label, hint, depth + 1)
 
     def refuse(what: str) -> ValueError:
         return ValueError(
@@ -140,7 +162,7 @@ def _check(node: ast.AST, definition: str, known: frozenset[str], used: list[str
 
     if isinstance(node, ast.BoolOp):
         for value in node.values:
-            if _check(value, definition, known, used, label, hint) != _BOOL:
+            if check(value) != _BOOL:
                 word = "and" if isinstance(node.op, ast.And) else "or"
                 raise ValueError(
                     f"{label} {definition!r}: '{word}' joins conditions, but {_segment(definition, value)!r} is a number; "
@@ -148,7 +170,7 @@ def _check(node: ast.AST, definition: str, known: frozenset[str], used: list[str
                 )
         return _BOOL
     if isinstance(node, ast.UnaryOp):
-        kind = _check(node.operand, definition, known, used, label, hint)
+        kind = check(node.operand)
         if isinstance(node.op, ast.Not):
             if kind != _BOOL:
                 raise ValueError(f"{label} {definition!r}: 'not' needs a condition, got the number {_segment(definition, node.operand)!r}")
@@ -163,7 +185,7 @@ def _check(node: ast.AST, definition: str, known: frozenset[str], used: list[str
             if type(op) not in _COMPARISONS:
                 raise refuse(_OPERATOR_NAMES.get(type(op), type(op).__name__))
         for operand in [node.left, *node.comparators]:
-            if _check(operand, definition, known, used, label, hint) != _NUMBER:
+            if check(operand) != _NUMBER:
                 raise ValueError(
                     f"{label} {definition!r}: comparisons take numbers, but {_segment(definition, operand)!r} is a condition; "
                     "join conditions with and/or"
@@ -173,7 +195,7 @@ def _check(node: ast.AST, definition: str, known: frozenset[str], used: list[str
         if type(node.op) not in _ARITHMETIC:
             raise refuse(_OPERATOR_NAMES.get(type(node.op), type(node.op).__name__))
         for operand in (node.left, node.right):
-            if _check(operand, definition, known, used, label, hint) != _NUMBER:
+            if check(operand) != _NUMBER:
                 raise ValueError(f"{label} {definition!r}: arithmetic takes numbers, but {_segment(definition, operand)!r} is a condition")
         return _NUMBER
     if isinstance(node, ast.Name):
@@ -190,8 +212,18 @@ def _check(node: ast.AST, definition: str, known: frozenset[str], used: list[str
     if isinstance(node, ast.Constant):
         if isinstance(node.value, bool) or not isinstance(node.value, (int, float)):
             raise refuse(f"the constant {node.value!r}")
+        if isinstance(node.value, int) and not math.isfinite(_as_float(node.value)):
+            raise ValueError(f"{label} {definition!r}: the number {_segment(definition, node)} is too large for a float")
         return _NUMBER
     raise refuse(_REFUSED.get(type(node), type(node).__name__))
+
+
+def _as_float(value: int | float) -> float:
+    """``float(value)``, or inf for an integer beyond the float range (where ``float`` raises)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
 
 
 def _names(names: Iterable[str]) -> str:
@@ -224,7 +256,7 @@ def _evaluate(node: ast.AST, values: Mapping[str, np.ndarray]):
     if isinstance(node, ast.Name):
         return values[node.id] if node.id in values else CONSTANTS[node.id]
     if isinstance(node, ast.Constant):
-        return float(node.value)
+        return _as_float(node.value)
     raise AssertionError(f"unchecked node {type(node).__name__}")  # pragma: no cover
 
 
@@ -250,8 +282,9 @@ def parse_expression(definition: str, variables: Iterable[str], *, label: str = 
     ------
     ValueError
         For an empty definition, a syntax error, any construct outside the whitelist,
-        an unknown name, an expression that is a number rather than a condition, or one
-        that uses no variable.
+        an unknown name, an integer beyond the float range, an expression that is a
+        number rather than a condition, one nested more than :data:`MAX_DEPTH`
+        operations deep, or one that uses no variable.  The message is one line.
     """
     if not isinstance(definition, str):
         raise TypeError(f"{label} must be a string, got {type(definition).__name__}")
@@ -263,18 +296,20 @@ def parse_expression(definition: str, variables: Iterable[str], *, label: str = 
     if not text:
         raise ValueError(f"{label} is empty; give an expression such as '{_example(known)}'")
     try:
-        tree = ast.parse(text, mode="eval")
+        tree = _parse(text)
     except SyntaxError as error:
-        raise ValueError(f"{label} {definition!r} is not a valid expression ({error.msg}); write e.g. '{_example(known)}'") from None
-    except (RecursionError, MemoryError, ValueError):
-        raise ValueError(f"{label} {definition!r} could not be parsed (too deeply nested or not text)") from None
+        raise ValueError(f"{label} {definition!r} is not a valid expression ({_one_line(str(error.msg))}); write e.g. '{_example(known)}'") from None
+    except ValueError as error:  # null bytes, lone surrogates, integers of too many digits
+        raise ValueError(f"{label} {definition!r} could not be parsed ({_one_line(str(error))})") from None
+    except (RecursionError, MemoryError):
+        raise ValueError(f"{label} {definition!r} could not be parsed (too deeply nested)") from None
     used: list[str] = []
     try:
         kind = _check(tree.body, text, known, used, label, hint)
     except RecursionError:
         raise ValueError(f"{label} {definition!r} is too deeply nested") from None
     if kind != _BOOL:
-        raise ValueError(f"{label} {definition!r} is a number, not a condition; compare it, e.g. '{text} > 0'")
+        raise ValueError(f"{label} {definition!r} is a number, not a condition; compare it, e.g. '{_one_line(text)} > 0'")
     if not used:
         raise ValueError(f"{label} {definition!r} uses no collective variable; known: {_names(known)}{hint}")
     return StateExpression(definition=text, variables=tuple(used), tree=tree)
@@ -303,11 +338,12 @@ def canonical_form(definition: str) -> str | None:
     Returns
     -------
     str or None
-        ``ast.dump`` of the normal form; ``None`` if ``definition`` does not parse.
+        ``ast.dump`` of the normal form; ``None`` if ``definition`` does not parse (or
+        nests too deep for ``ast.dump``).
     """
     try:
-        node = ast.parse(definition.strip(), mode="eval").body
-    except (SyntaxError, ValueError, RecursionError):
+        node = _parse(definition.strip()).body
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
     if isinstance(node, ast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in _MIRRORED:
         left, op, right = node.left, type(node.ops[0]), node.comparators[0]
@@ -315,6 +351,9 @@ def canonical_form(definition: str) -> str | None:
             left, op, right = right, _MIRRORED[op], left
         op = _STRICT.get(op, op)
         if isinstance(right, ast.Constant) and isinstance(right.value, (int, float)):
-            right = ast.Constant(float(right.value))
+            right = ast.Constant(_as_float(right.value))
         node = ast.Compare(left=left, ops=[op()], comparators=[right])
-    return ast.dump(node)
+    try:
+        return ast.dump(node)
+    except RecursionError:  # nested deeper than ast.dump recurses; no state definition is
+        return None

@@ -1,7 +1,7 @@
 """The choices that make a Hamiltonian from force-field files, checked and described in one line.
 
-:func:`openmm_bg.molecules.load_system` builds a System from Amber, GROMACS or OpenMM
-force-field files; the options here are the ones OpenMM's ``createSystem`` needs and
+:func:`openmm_bg.molecules.load_system` builds a System from Amber, GROMACS, CHARMM or
+OpenMM force-field files; the options here are the ones OpenMM's ``createSystem`` needs and
 that change the physics: the implicit-solvent model, the constraints and the cutoff.
 Each is chosen by name, and an unknown name gets one ``ValueError`` that lists the
 valid ones.  This module imports OpenMM only when a System is built or described, so
@@ -117,7 +117,7 @@ def warn_if_made_for_implicit_solvent(prmtop, path: Path) -> None:
         f"choose one (implicit_solvent / --implicit-solvent: {', '.join(IMPLICIT_SOLVENT_MODELS[1:])}), "
         f"or 'none' to keep vacuum",
         UserWarning,
-        stacklevel=4,  # the caller of load_system
+        stacklevel=5,  # the caller of load_system (through _built and _amber)
     )
 
 

@@ -1,4 +1,4 @@
-"""The user's own molecule: a :class:`MolecularSystem` from Amber, GROMACS, PDB + force-field or serialized System files."""
+"""The user's own molecule: a :class:`MolecularSystem` from Amber, GROMACS, CHARMM, PDB + force-field or serialized System files."""
 
 from __future__ import annotations
 
@@ -19,12 +19,16 @@ from .._validation import ensure_positive
 from ..units import box_vectors_nm, positions_nm
 from .hamiltonian import CONSTRAINTS, IMPLICIT_SOLVENT_MODELS, IMPLICIT_SOLVENT_FILES, check_choice, describe_hamiltonian, openmm_constant, warn_if_made_for_implicit_solvent
 from .named_cvs import standard_collective_variables
+from .platforms import AUTO, check_platform_name, select_platform
 from .systems import CollectiveVariable, MolecularSystem, get_system, list_systems
 
-__all__ = ["load_system", "resolve_system", "checkpoint_record", "checkpoint_metadata", "system_from_checkpoint_metadata", "check_same_molecule", "MOLECULE_KEY"]
+__all__ = ["load_system", "resolve_system", "checkpoint_record", "checkpoint_metadata", "system_from_checkpoint_metadata", "check_same_molecule", "MOLECULE_KEY", "CHARMM_PARAMETER_SUFFIXES"]
 
 #: key of the stored molecule in a checkpoint's metadata
 MOLECULE_KEY = "molecule"
+
+#: suffixes of the CHARMM parameter files ``forcefield`` names with a PSF (as ``openmm.app.CharmmParameterSet`` reads them)
+CHARMM_PARAMETER_SUFFIXES = (".prm", ".par", ".rtf", ".top", ".str", ".inp")
 
 
 def load_system(
@@ -37,19 +41,23 @@ def load_system(
     nonbonded_cutoff: float | None = None,
     hydrogen_mass: float | None = None,
     temperature: float = 300.0,
-    platform: str = "Reference",
+    platform: str = AUTO,
     name: str | None = None,
     collective_variables: dict[str, CollectiveVariable] | None = None,
     states: dict[str, CollectiveVariable] | None = None,
 ) -> MolecularSystem:
     """Build a :class:`MolecularSystem` from the user's own files, with the Hamiltonian stated.
 
-    Four ways, by what is given:
+    Five ways, by what is given:
 
     * ``system`` an Amber prmtop (``.prmtop``, ``.parm7``, or ``.top`` starting with
       ``%VERSION``), ``structure`` an ``.inpcrd``/``.rst7``/``.crd`` or a PDB;
     * ``system`` a GROMACS topology (``.top``, self-contained or with its includes in
       OpenMM's default GROMACS folder), ``structure`` a ``.gro`` (or PDB);
+    * ``system`` a CHARMM PSF (``.psf``), ``forcefield`` its parameter files
+      (``.prm``/``.par``, ``.rtf``/``.top``, ``.str``, as
+      ``openmm.app.CharmmParameterSet`` reads them), ``structure`` a CHARMM ``.crd`` or a
+      PDB (whose CRYST1 record, if any, gives the periodic box);
     * ``system`` None, ``structure`` a PDB or PDBx/mmCIF, and ``forcefield`` OpenMM
       force-field files (e.g. ``("amber14-all.xml", "implicit/gbn2.xml")``);
     * ``system`` a serialized System (``.xml``) or an ``openmm.System``, and
@@ -64,11 +72,15 @@ def load_system(
     structure : path
     system : path or openmm.System, optional
     forcefield : sequence of str, optional
+        The force field the system file does not carry: OpenMM XML files with a PDB
+        ``structure`` and no ``system``, or the CHARMM parameter files of a PSF.  Amber,
+        GROMACS and serialized Systems carry their own and take none.
     implicit_solvent : {None, "none", "OBC1", "OBC2", "GBn", "GBn2", "HCT"}
         None (default): no implicit solvent, with a ``UserWarning`` when an Amber
         prmtop's GB radius set says it was made for one; ``"none"``: no implicit
-        solvent, chosen.  With ``forcefield``, the model's ``implicit/*.xml`` file is
-        added; GROMACS topologies take none.
+        solvent, chosen.  With ``forcefield`` XML files, the model's ``implicit/*.xml``
+        file is added; a CHARMM PSF passes it to ``CharmmPsfFile.createSystem`` (which
+        sets the model's own radii); GROMACS topologies take none.
     constraints : {None, "none", "HBonds", "AllBonds", "HAngles"}
         None (default) is ``"none"``: every bond flexible (Amber and OpenMM force
         fields still keep water rigid).
@@ -81,7 +93,11 @@ def load_system(
         ``hydrogenMass``); None (default) keeps the masses of the files.
     temperature : float, K
     platform : str
-        OpenMM platform name for this system.
+        ``"auto"`` (default): the fastest of the installed platforms among Reference,
+        CPU, CUDA and OpenCL in a timing of a few energy-and-forces calls at
+        ``structure``'s positions (:func:`openmm_bg.molecules.platforms.select_platform`;
+        it takes well under a second for a small molecule, and the choice is logged at
+        INFO).  Or a platform's name, taken as given.
     name : str, optional
         Defaults to the stem of ``structure``.
     collective_variables, states : dict, optional
@@ -94,15 +110,17 @@ def load_system(
     Raises
     ------
     ValueError
-        An unknown solvent or constraint name (the message lists the valid ones), an
-        option that does not apply to the input, or mismatched files.
+        An unknown solvent, constraint or platform name (the message lists the valid
+        ones), an option that does not apply to the input, a missing part (a PSF without
+        its parameter files), a malformed CHARMM file or a missing CHARMM parameter, or
+        mismatched files.
     OSError
         A missing file.
     """
     structure = Path(structure)
     if not structure.exists():
         raise OSError(f"structure file {structure} does not exist")
-    openmm.Platform.getPlatformByName(platform)  # fails early with OpenMM's list of platforms
+    check_platform_name(platform)
     solvent = check_choice(implicit_solvent, IMPLICIT_SOLVENT_MODELS, "implicit solvent")
     constraint_set = check_choice(constraints, CONSTRAINTS, "constraints")
     options = {
@@ -113,7 +131,7 @@ def load_system(
     if isinstance(system, openmm.System) or (system is not None and Path(system).suffix.lower() == ".xml"):
         chosen = _chosen(forcefield=forcefield, implicit_solvent=solvent, constraints=constraint_set, nonbonded_cutoff=cutoff, hydrogen_mass=hydrogen_mass)
         if chosen:
-            raise ValueError(f"a serialized System is already built; {chosen} apply only when building from prmtop, GROMACS or force-field files")
+            raise ValueError(f"a serialized System is already built; {chosen} apply only when building from prmtop, GROMACS, CHARMM or force-field files")
         omm_system, omm_top, positions, source = _serialized(structure, system)
         constraint_set = None
     else:
@@ -126,6 +144,9 @@ def load_system(
             f"{omm_system.getNumParticles()} particles"
         )
     positions = positions_nm(positions)
+    if positions.shape != (omm_system.getNumParticles(), 3):
+        raise ValueError(f"{structure.name} has {len(positions)} positions but the System has {omm_system.getNumParticles()} particles")
+    box_vectors = box_vectors_nm(omm_system)
     return MolecularSystem(
         name=name or structure.stem,
         system=omm_system,
@@ -133,11 +154,11 @@ def load_system(
         openmm_topology=omm_top,
         positions=positions,
         temperature=float(temperature),
-        platform=platform,
+        platform=select_platform(platform, omm_system, positions, box_vectors=box_vectors).name,
         collective_variables={**standard_collective_variables(top, positions), **(collective_variables or {})},
         states=dict(states or {}),
         description=describe_hamiltonian(f"{source} with {structure.name}", omm_system, solvent=solvent, constraints=constraint_set),
-        box_vectors=box_vectors_nm(omm_system),
+        box_vectors=box_vectors,
     )
 
 
@@ -179,55 +200,33 @@ def _is_amber(path: Path) -> bool:
 
 
 def _built(structure: Path, system, forcefield, solvent: str | None, cutoff: float | None, options: dict):
-    """A System built from prmtop, GROMACS top or force-field files with ``options``.
+    """A System built from prmtop, GROMACS top, CHARMM PSF or force-field files with ``options``.
 
     Returns the System, the openmm.app topology, the positions, the force-field source
     (for the description) and the solvent as chosen or as named by the force-field files.
     """
     path = None if system is None else Path(system)
-    if path is not None and forcefield:
-        raise ValueError(f"give either a system file ({path.name}) or force-field files, not both")
-    if path is not None and _is_amber(path):
-        prmtop = app.AmberPrmtopFile(str(path))
-        omm_top = prmtop.topology
-        box = None
-        if structure.suffix.lower() in (".pdb", ".cif", ".pdbx"):
-            positions = _pdb(structure)[1]
-        else:
-            inpcrd = app.AmberInpcrdFile(str(structure))
-            positions, box = inpcrd.getPositions(asNumpy=True), inpcrd.boxVectors  # None without a box
-        if box is not None and omm_top.getPeriodicBoxVectors() is not None:
-            omm_top.setPeriodicBoxVectors(box)  # the coordinates' box (e.g. after NPT), not the prmtop's
-        if solvent is None:
-            warn_if_made_for_implicit_solvent(prmtop, path)
-        build, source = prmtop.createSystem, f"Amber prmtop {path.name}"
+    if path is not None and path.suffix.lower() == ".psf":
+        build, omm_top, positions, source = _charmm(structure, path, forcefield)
+        options = {**options, "implicitSolvent": openmm_constant(solvent)}
+    elif path is not None and forcefield:
+        raise ValueError(
+            f"force-field files go with a PDB structure (OpenMM XML) or a CHARMM PSF (its parameter files); "
+            f"{path.name} brings its own parameters: drop forcefield ({', '.join(map(str, forcefield))})"
+        )
+    elif path is not None and _is_amber(path):
+        build, omm_top, positions, source = _amber(structure, path, solvent)
         options = {**options, "implicitSolvent": openmm_constant(solvent)}
     elif path is not None and path.suffix.lower() == ".top":
         if solvent not in (None, "none"):
             raise ValueError(f"OpenMM builds GROMACS topologies without implicit solvent; got implicit solvent {solvent} for {path.name}")
-        if structure.suffix.lower() == ".gro":
-            gro = app.GromacsGroFile(str(structure))
-            box, positions = gro.getPeriodicBoxVectors(), gro.getPositions(asNumpy=True)
-        else:
-            pdb_top, positions = _pdb(structure)
-            box = pdb_top.getPeriodicBoxVectors()
-        top_file = app.GromacsTopFile(str(path), periodicBoxVectors=box)
-        omm_top = top_file.topology
-        build, source = top_file.createSystem, f"GROMACS topology {path.name}"
+        build, omm_top, positions, source = _gromacs(structure, path)
     elif path is not None:
-        raise ValueError(f"system must be an Amber prmtop, a GROMACS .top or a serialized System (.xml), got {path.name}")
+        raise ValueError(
+            f"system must be an Amber prmtop, a GROMACS .top, a CHARMM .psf or a serialized System (.xml), got {path.name}"
+        )
     else:
-        if not forcefield:
-            raise ValueError("give either a System (XML file, prmtop or openmm.System) or force-field file names")
-        omm_top, positions = _pdb(structure)
-        files = list(forcefield)
-        in_files = [f for f in files if f.replace("\\", "/").startswith("implicit/")]
-        if in_files and solvent is not None:
-            raise ValueError(f"the force-field files already choose the implicit solvent ({', '.join(in_files)}); drop implicit solvent {solvent}")
-        if solvent not in (None, "none"):
-            files.append(IMPLICIT_SOLVENT_FILES[solvent])
-        solvent = solvent or (", ".join(in_files) if in_files else None)
-        build, source = partial(app.ForceField(*files).createSystem, omm_top), f"OpenMM force field {' + '.join(files)}"
+        build, omm_top, positions, source, solvent = _openmm_forcefield(structure, forcefield, solvent)
     periodic = omm_top.getPeriodicBoxVectors() is not None
     if periodic:
         options = {**options, "nonbondedMethod": app.PME, "nonbondedCutoff": (cutoff or 1.0) * unit.nanometer}
@@ -241,6 +240,104 @@ def _built(structure: Path, system, forcefield, solvent: str | None, cutoff: flo
     return omm_system, omm_top, positions, source, solvent
 
 
+def _amber(structure: Path, path: Path, solvent: str | None):
+    """``prmtop.createSystem``, the topology, the positions (inpcrd/rst7/crd or PDB) and the source of an Amber prmtop."""
+    prmtop = app.AmberPrmtopFile(str(path))
+    omm_top = prmtop.topology
+    box = None
+    if structure.suffix.lower() in (".pdb", ".cif", ".pdbx"):
+        positions = _pdb(structure)[1]
+    else:
+        inpcrd = app.AmberInpcrdFile(str(structure))
+        positions, box = inpcrd.getPositions(asNumpy=True), inpcrd.boxVectors  # None without a box
+    if box is not None and omm_top.getPeriodicBoxVectors() is not None:
+        omm_top.setPeriodicBoxVectors(box)  # the coordinates' box (e.g. after NPT), not the prmtop's
+    if solvent is None:
+        warn_if_made_for_implicit_solvent(prmtop, path)
+    return prmtop.createSystem, omm_top, positions, f"Amber prmtop {path.name}"
+
+
+def _gromacs(structure: Path, path: Path):
+    """``GromacsTopFile.createSystem``, the topology, the positions (.gro or PDB) and the source of a GROMACS topology."""
+    if structure.suffix.lower() == ".gro":
+        gro = app.GromacsGroFile(str(structure))
+        box, positions = gro.getPeriodicBoxVectors(), gro.getPositions(asNumpy=True)
+    else:
+        pdb_top, positions = _pdb(structure)
+        box = pdb_top.getPeriodicBoxVectors()
+    top_file = app.GromacsTopFile(str(path), periodicBoxVectors=box)
+    return top_file.createSystem, top_file.topology, positions, f"GROMACS topology {path.name}"
+
+
+def _charmm(structure: Path, path: Path, parameter_files):
+    """``CharmmPsfFile.createSystem`` with the parameter set, the topology, the positions (.crd or PDB) and the source of a CHARMM PSF.
+
+    A periodic box comes from a PDB's CRYST1 record; a CHARMM .crd has none.
+    """
+    from openmm.app.internal.charmm.exceptions import CharmmError
+
+    if not parameter_files:
+        raise ValueError(
+            f"a CHARMM PSF ({path.name}) needs its parameter files: give forcefield (--forcefield) with the "
+            f"{', '.join(CHARMM_PARAMETER_SUFFIXES)} files, e.g. par_all36m_prot.prm top_all36_prot.rtf"
+        )
+    files = [Path(f) for f in parameter_files]
+    wrong = [f.name for f in files if f.suffix not in CHARMM_PARAMETER_SUFFIXES]
+    if wrong:
+        raise ValueError(f"with a CHARMM PSF, forcefield names CHARMM parameter files ({', '.join(CHARMM_PARAMETER_SUFFIXES)}); got {', '.join(wrong)}")
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise FileNotFoundError(f"CHARMM parameter file not found: {', '.join(missing)}")
+    suffix = structure.suffix.lower()
+    if suffix in (".pdb", ".cif", ".pdbx"):
+        pdb_top, positions = _pdb(structure)
+        box = pdb_top.getPeriodicBoxVectors()
+    elif suffix == ".crd":
+        positions, box = _charmm_call(lambda: app.CharmmCrdFile(str(structure)).positions, structure), None
+    else:
+        raise ValueError(f"with a CHARMM PSF, structure must be a CHARMM .crd, a PDB or a PDBx/mmCIF file, got {structure.name}")
+    psf = _charmm_call(lambda: app.CharmmPsfFile(str(path), periodicBoxVectors=box), path)
+    parameters = _charmm_call(lambda: app.CharmmParameterSet(*map(str, files)), *files)
+    # the parameters' atom types give the elements; without them OpenMM guesses elements from masses
+    _charmm_call(lambda: psf.loadParameters(parameters), path, *files)
+
+    def build(**options):
+        try:
+            return psf.createSystem(parameters, **options)
+        except CharmmError as error:
+            raise ValueError(f"{path.name} with {', '.join(f.name for f in files)}: {error}") from None
+
+    return build, psf.topology, positions, f"CHARMM PSF {path.name} + {' + '.join(f.name for f in files)}"
+
+
+def _charmm_call(read, *paths: Path):
+    """``read()``, with OpenMM's CHARMM file errors (malformed file, missing parameter) as one ``ValueError`` naming ``paths``."""
+    from openmm.app.internal.charmm.exceptions import CharmmError
+
+    try:
+        return read()
+    except CharmmError as error:
+        raise ValueError(f"{', '.join(p.name for p in paths)}: {type(error).__name__}: {error}") from None
+
+
+def _openmm_forcefield(structure: Path, forcefield, solvent: str | None):
+    """``ForceField.createSystem`` for a PDB/PDBx structure, its topology and positions, the source, and the solvent chosen or named by the files."""
+    if not forcefield:
+        raise ValueError("give either a System (XML file, prmtop, GROMACS .top, CHARMM .psf or openmm.System) or force-field file names")
+    files = [str(f) for f in forcefield]
+    charmm = [f for f in files if Path(f).suffix in CHARMM_PARAMETER_SUFFIXES]
+    if charmm:
+        raise ValueError(f"CHARMM parameter files ({', '.join(charmm)}) go with a CHARMM PSF: give it as the system file")
+    omm_top, positions = _pdb(structure)
+    in_files = [f for f in files if f.replace("\\", "/").startswith("implicit/")]
+    if in_files and solvent is not None:
+        raise ValueError(f"the force-field files already choose the implicit solvent ({', '.join(in_files)}); drop implicit solvent {solvent}")
+    if solvent not in (None, "none"):
+        files.append(IMPLICIT_SOLVENT_FILES[solvent])
+    solvent = solvent or (", ".join(in_files) if in_files else None)
+    return partial(app.ForceField(*files).createSystem, omm_top), omm_top, positions, f"OpenMM force field {' + '.join(files)}", solvent
+
+
 def resolve_system(
     metadata: dict[str, Any] | None = None,
     system: str | None = None,
@@ -252,6 +349,7 @@ def resolve_system(
     implicit_solvent: str | None = None,
     constraints: str | None = None,
     nonbonded_cutoff: float | None = None,
+    platform: str = AUTO,
 ) -> MolecularSystem:
     """The system a command works on: a registered name, the user's own files, or the one ``metadata`` names.
 
@@ -269,6 +367,10 @@ def resolve_system(
         The file ``metadata`` came from, named in the error when nothing names a system.
     forcefield, implicit_solvent, constraints, nonbonded_cutoff : optional
         How :func:`load_system` builds the user's own files; they need ``structure``.
+    platform : str
+        The OpenMM platform of the user's own files (:func:`load_system`: ``"auto"`` times
+        the candidates).  A registered system keeps its measured recommended platform,
+        and a molecule rebuilt from a checkpoint's metadata runs on Reference.
 
     Returns
     -------
@@ -288,7 +390,7 @@ def resolve_system(
             raise FileNotFoundError(f"structure file not found: {structure}")
         if system_file is not None and not Path(system_file).is_file():
             raise FileNotFoundError(f"system file not found: {system_file}")
-        given = load_system(structure, system_file, **building)
+        given = load_system(structure, system_file, platform=platform, **building)
     if given is not None:
         if (metadata or {}).get(MOLECULE_KEY) is not None:
             check_same_molecule(_stored_molecule(metadata[MOLECULE_KEY], source), given, source)
@@ -350,6 +452,10 @@ def _stored_molecule(record: Any, source: str | os.PathLike | None = None, platf
         raise ValueError(f"{where} a molecule that cannot be read back ({type(error).__name__}: {error})") from None
     if not isinstance(omm_system, openmm.System):
         raise ValueError(f"{where} a serialized {type(omm_system).__name__} as its molecule, expected a System")
+    try:  # a System can deserialize and still not run: a broken energy expression, a particle index out of range
+        openmm.Context(omm_system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    except Exception as error:
+        raise ValueError(f"{where} a System that OpenMM cannot run ({type(error).__name__}: {' '.join(str(error).split())})") from None
     top = md.Topology.from_openmm(pdb.topology)
     return MolecularSystem(
         name=name, system=omm_system, topology=top, openmm_topology=pdb.topology, positions=positions,

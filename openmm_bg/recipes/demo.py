@@ -17,6 +17,7 @@ import dataclasses
 import inspect
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from .._validation import ensure_count
 from ..analysis.states import khat_line
 from ..training.recipe import check_fraction, load_training_frames, train_molecular_generator
 from ..training.threads import torch_threads
-from ..training.trainer import TrainingConfig, read_settings, write_settings
+from ..training.trainer import MAX_SEED, TrainingConfig, read_settings, unknown_keys, write_settings
 
 __all__ = ["DemoSettings", "DemoReport", "run_demo", "OUTPUT_FILES"]
 
@@ -63,6 +64,11 @@ DEFAULT_KL = {
     "weight_decay": 1e-4, "w_ml": 0.5, "w_kl": [[0, 0.0], [100, 1.0]], "energy_cut": 100.0, "nonfinite": "drop",
 }
 _MERGED = {"architecture": DEFAULT_ARCHITECTURE, "ml": DEFAULT_ML, "kl": DEFAULT_KL}
+
+
+def _is_path(value) -> bool:
+    """Whether ``value`` names a file: a non-empty string or a path."""
+    return isinstance(value, os.PathLike) or (isinstance(value, str) and bool(value.strip()))
 
 
 @dataclass
@@ -135,13 +141,19 @@ class DemoSettings:
             raise ValueError(f"training_data must be a non-empty list of {{file, stride, md_steps}}, got {self.training_data!r}")
         entries = []
         for entry in self.training_data:
-            if not isinstance(entry, dict) or set(entry) - {"file", "stride", "md_steps"} or not {"file", "md_steps"} <= set(entry):
+            if not isinstance(entry, dict) or unknown_keys(entry, {"file", "stride", "md_steps"}) or not {"file", "md_steps"} <= set(entry):
                 raise ValueError(f"each training_data entry needs the keys file, md_steps (and optionally stride), got {entry!r}")
+            if not _is_path(entry["file"]):
+                raise ValueError(f"training_data file must be a file name or path, got {entry['file']!r}")
             entries.append({"file": str(entry["file"]), "stride": ensure_count(entry.get("stride", 1), "stride"),
                             "md_steps": ensure_count(entry["md_steps"], "md_steps", 0)})
         self.training_data = entries
+        if self.training_topology is not None and not _is_path(self.training_topology):
+            raise ValueError(f"training_topology must be a file name, a path or None, got {self.training_topology!r}")
         for name, minimum in (("n_samples", 1), ("sample_batch_size", 1), ("n_bootstrap", 2), ("torch_threads", 1), ("seed", 0)):
             ensure_count(getattr(self, name), name, minimum)
+        if self.seed > MAX_SEED - 2:  # the stages and the sampling use seed + 1 and seed + 2
+            raise ValueError(f"seed must be at most 2**63 - 3, got {self.seed}")
         self.validation_fraction = check_fraction(self.validation_fraction, "validation_fraction")
         for name in ("system", "state_a", "state_b"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
@@ -161,7 +173,8 @@ class DemoSettings:
         """The TrainingConfig of stage ``"ml"`` or ``"kl"`` with the defaults above; None for a skipped stage 2."""
         values = dict(self.ml if stage == "ml" else {"w_kl": 1.0, **self.kl})
         values.setdefault("seed", self.seed + (stage == "kl"))
-        if stage == "kl" and values.get("n_iterations", 0) == 0:
+        skipped = values.get("n_iterations", 0)
+        if stage == "kl" and skipped == 0 and not isinstance(skipped, bool):
             if not check:
                 return None
             values["n_iterations"] = 1  # validate the other keys of a skipped stage too
@@ -193,7 +206,7 @@ class DemoSettings:
         if not isinstance(values, dict):
             raise ValueError(f"demo settings must be a mapping, got a {type(values).__name__}")
         known = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(values) - set(known))
+        unknown = unknown_keys(values, known)
         if unknown:
             raise ValueError(f"unknown demo settings {unknown}; known settings are {known}")
         merged = (base or cls()).to_dict()

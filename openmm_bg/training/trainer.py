@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import numbers
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -28,26 +30,72 @@ from ..generator.checkpoints import read_torch_file
 from ..generator.model import BoltzmannGenerator, check_finite
 from .losses import MCMC_KINDS, kl_loss, mcmc_loss, ml_loss, rc_loss
 
-__all__ = ["Schedule", "TrainingConfig", "Trainer", "read_settings", "write_settings", "PRECISIONS"]
+__all__ = ["Schedule", "TrainingConfig", "Trainer", "read_settings", "write_settings", "unknown_keys", "PRECISIONS", "MAX_SEED"]
 
 #: the dtypes a network can train in
 PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
+#: the largest seed (torch.Generator.manual_seed takes 64-bit integers)
+MAX_SEED = 2**63 - 1
+#: a settings file holds a few dozen values, nested a few levels: anything far beyond is not settings
+#: (a YAML alias bomb expands to 10**9 values, an alias inside its own anchor nests forever)
+_MAX_SETTINGS_VALUES, _MAX_SETTINGS_DEPTH = 10_000, 20
 
 
 def read_settings(path: str | Path, what: str) -> dict:
-    """The mapping in the YAML file ``path``, or one clear error naming ``what`` (e.g. "training settings")."""
+    """The mapping in the YAML file ``path``, or one clear one-line ``ValueError`` naming ``what`` (e.g. "training settings").
+
+    An empty file is an empty mapping.  A file that is not UTF-8 text, not YAML, not a
+    mapping, or that expands (through YAML aliases) to more than 10,000 values or 20
+    levels of nesting is refused.
+    """
     import yaml
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} file not found: {path}")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not a text file of {what} (not UTF-8: {error.reason} at byte {error.start})") from None
+    try:
+        values = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise ValueError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
+        raise ValueError(f"{path} is not valid YAML: {_one_line(error)}") from None
+    except (ValueError, RecursionError) as error:  # PyYAML's int() of thousands of digits; nesting past the recursion limit
+        raise ValueError(f"{path} is not valid YAML {what}: {_one_line(error) or type(error).__name__}") from None
+    values = {} if values is None else values
     if not isinstance(values, dict):
         raise ValueError(f"{path} must hold a mapping of {what}, got a {type(values).__name__}")
+    _check_size(values, f"{path} ({what})")
     return values
+
+
+def _one_line(error: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_size(values, where: str) -> None:
+    """Refuse settings that expand to more values, or nest deeper, than settings do."""
+    count = 0
+
+    def visit(value, depth: int) -> None:
+        nonlocal count
+        count += 1
+        if count > _MAX_SETTINGS_VALUES:
+            raise ValueError(f"{where} holds more than {_MAX_SETTINGS_VALUES} values (YAML aliases that expand?); settings are a few dozen")
+        if depth > _MAX_SETTINGS_DEPTH:
+            raise ValueError(f"{where} nests more than {_MAX_SETTINGS_DEPTH} levels deep, or a YAML alias refers to its own anchor")
+        for child in value.values() if isinstance(value, dict) else value if isinstance(value, list) else ():
+            visit(child, depth + 1)
+
+    visit(values, 0)
+
+
+def unknown_keys(values: Mapping, known) -> list:
+    """The keys of ``values`` that are not among the names ``known`` (keys of any type, sorted by their text)."""
+    known = set(known)
+    return sorted((key for key in values if not (isinstance(key, str) and key in known)), key=repr)
 
 
 def write_settings(values: dict, path: str | Path) -> Path:
@@ -58,6 +106,13 @@ def write_settings(values: dict, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(values, sort_keys=False))
     return path
+
+
+def _schedule_number(value) -> float:
+    """One number of a schedule pair as a float; a bool or a container is a ``TypeError``."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, str)):
+        raise TypeError(f"not a number: {value!r}")
+    return float(value)
 
 
 class Schedule:
@@ -73,15 +128,17 @@ class Schedule:
     def __init__(self, spec: float | Sequence[Sequence[float]]):
         if isinstance(spec, Schedule):
             spec = spec.spec
-        if isinstance(spec, (int, float)):
-            points = [(0.0, float(spec))]
-        else:
-            try:
-                points = [(float(t), float(v)) for t, v in spec]
-            except (TypeError, ValueError):
-                raise ValueError(f"a schedule is a number or a list of [iteration, value] pairs, got {spec!r}") from None
-            if not points or any(b[0] <= a[0] for a, b in zip(points, points[1:])):
-                raise ValueError(f"schedule iterations must be strictly increasing, got {spec!r}")
+        if isinstance(spec, bool) or isinstance(spec, (str, bytes, Mapping)):
+            raise ValueError(f"a schedule is a number or a list of [iteration, value] pairs, got {spec!r}")
+        try:
+            if isinstance(spec, numbers.Real):
+                points = [(0.0, float(spec))]
+            else:
+                points = [(_schedule_number(t), _schedule_number(v)) for t, v in spec]
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"a schedule is a number or a list of [iteration, value] pairs, got {spec!r}") from None
+        if not points or any(not math.isfinite(t) for t, _ in points) or any(b[0] <= a[0] for a, b in zip(points, points[1:])):
+            raise ValueError(f"schedule iterations must be finite and strictly increasing, got {spec!r}")
         if any(not math.isfinite(v) or v < 0 for _, v in points):
             raise ValueError(f"loss weights must be finite and non-negative, got {spec!r}")
         self.spec = spec
@@ -98,6 +155,19 @@ class Schedule:
     def ever_positive(self) -> bool:
         """Whether the weight is non-zero at any iteration."""
         return bool((self._v > 0).any())
+
+
+def _finite_number(value, name: str) -> float:
+    """``value`` as a finite float (numbers, and strings ``float`` reads, as YAML 1.1 leaves "1e-3"), or a ``ValueError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, str)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return number
 
 
 @dataclass
@@ -200,16 +270,19 @@ class TrainingConfig:
     precision: str = "float32"
 
     def __post_init__(self):
-        # YAML 1.1 (PyYAML) reads "1e-3" as a string; accept any spelling float() accepts
+        # YAML 1.1 (PyYAML) reads "1e-3" as a string; accept any spelling float() accepts, if finite
         for name in ("learning_rate", "min_learning_rate", "weight_decay", "rc_bandwidth", "energy_cut", "grad_clip", "mcmc_step_size", "mcmc_distance_weight", "target_temperature"):
             value = getattr(self, name)
-            if value is not None and not isinstance(value, bool):
-                try:
-                    setattr(self, name, float(value))
-                except (TypeError, ValueError):
-                    raise ValueError(f"{name} must be a number, got {value!r}") from None
+            if value is None and name in ("energy_cut", "grad_clip", "mcmc_distance_weight"):
+                continue
+            setattr(self, name, _finite_number(value, name))
         for name, minimum in (("n_iterations", 1), ("batch_size", 1), ("kl_batch_size", 1), ("validate_every", 1), ("seed", 0)):
             setattr(self, name, ensure_count(getattr(self, name), name, minimum))
+        if self.seed > MAX_SEED:
+            raise ValueError(f"seed must be at most 2**63 - 1, got {self.seed}")
+        for name in ("lr_schedule", "mcmc_kind", "keep", "precision", "nonfinite"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
         if not (self.learning_rate > 0 and self.min_learning_rate >= 0 and self.weight_decay >= 0):
@@ -225,14 +298,20 @@ class TrainingConfig:
             raise ValueError(f"keep must be 'last' or 'best', got {self.keep!r}")
         if self.patience is not None:
             self.patience = ensure_count(self.patience, "patience", 1)
-        if self.overfit_warning is not None and not (isinstance(self.overfit_warning, (int, float)) and self.overfit_warning > 0):
-            raise ValueError(f"overfit_warning must be a positive number of nats or None, got {self.overfit_warning!r}")
+        if not self.rc_bandwidth > 0 or not (self.grad_clip is None or self.grad_clip > 0):
+            raise ValueError(f"rc_bandwidth and grad_clip must be positive (grad_clip may be None), got {self.rc_bandwidth!r}, {self.grad_clip!r}")
+        if self.overfit_warning is not None:
+            if isinstance(self.overfit_warning, bool) or not isinstance(self.overfit_warning, numbers.Real) or not (math.isfinite(self.overfit_warning) and self.overfit_warning > 0):
+                raise ValueError(f"overfit_warning must be a positive number of nats or None, got {self.overfit_warning!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}")
         if self.nonfinite not in ("skip", "drop"):
             raise ValueError(f"nonfinite must be 'skip' or 'drop', got {self.nonfinite!r}")
-        if not self.temperatures or any(not t > 0 for t in self.temperatures):
-            raise ValueError(f"temperatures must be a non-empty list of positive numbers, got {self.temperatures!r}")
+        if (
+            not isinstance(self.temperatures, (list, tuple)) or not self.temperatures
+            or any(isinstance(t, bool) or not isinstance(t, numbers.Real) or not (math.isfinite(t) and t > 0) for t in self.temperatures)
+        ):
+            raise ValueError(f"temperatures must be a non-empty list of finite positive numbers, got {self.temperatures!r}")
         self.temperatures = [float(t) for t in self.temperatures]
         if not (math.isfinite(self.target_temperature) and self.target_temperature > 0):
             raise ValueError(f"target_temperature must be a positive number, got {self.target_temperature!r}")
@@ -242,8 +321,10 @@ class TrainingConfig:
     @classmethod
     def from_dict(cls, values: dict) -> "TrainingConfig":
         """Build from a mapping (e.g. parsed YAML); unknown keys raise ``ValueError``."""
+        if not isinstance(values, Mapping):
+            raise ValueError(f"training settings must be a mapping, got a {type(values).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
+        unknown = unknown_keys(values, known)
         if unknown:
             raise ValueError(f"unknown training settings {unknown}; known settings are {sorted(known)}")
         return cls(**values)
