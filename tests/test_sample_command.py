@@ -190,6 +190,69 @@ def test_free_energy_from_a_checkpoint_samples_as_sample_does(checkpoint, sample
     assert record["delta_f_kT"] == pytest.approx(expected, abs=1e-9)
 
 
+@pytest.fixture(scope="module")
+def state_trajectories(tmp_path_factory):
+    """Short MD files for each state: frames of the bundled phi < 0 run and of the C7ax run."""
+    folder = tmp_path_factory.mktemp("md")
+    eq = md.load(str(MD_DCD), top=str(MD_PDB))[:400]
+    ax = md.load(str(DATA_DIR / "ala2-vacuum-300K-c7ax.dcd"), top=str(MD_PDB))[:300]
+    eq.save_dcd(str(folder / "a.dcd"))
+    ax.save_dcd(str(folder / "b.dcd"))
+    return folder / "a.dcd", folder / "b.dcd"
+
+
+def test_free_energy_two_sided_matches_the_python_api(checkpoint, state_trajectories, tmp_path, capsys):
+    from openmm_bg.analysis import two_sided_state_free_energy
+    from openmm_bg.sampling import load_checkpoint, weigh_configurations
+
+    a_dcd, b_dcd = state_trajectories
+    out = tmp_path / "fe.json"
+    argv = ["free-energy", str(checkpoint), "-n", "1500", "--seed", "5", "--batch-size", "400", "--state-a", "phi < 0", "--state-b", "phi > 0",
+            "--bootstrap", "20", "-o", str(out), "--no-progress", "--md-a", str(a_dcd), "--md-b", str(b_dcd)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "F_B - F_A two-sided" in printed
+    record = json.loads(out.read_text())["two_sided"]
+    # independently: phi by mdtraj, the generator's samples drawn as sample draws them, log weights of the frames
+    generator, molecule, _, _ = load_checkpoint(checkpoint)
+    samples = draw_samples(generator, 1500, seed=5, batch_size=400)
+    _, phi_gen = md.compute_phi(md.Trajectory(samples.positions, molecule.topology))
+    series = []
+    for path, inside in ((a_dcd, lambda phi: phi < 0), (b_dcd, lambda phi: phi > 0)):
+        traj = md.load(str(path), top=str(MD_PDB))
+        keep = inside(md.compute_phi(traj)[1][:, 0])
+        series.append(weigh_configurations(generator, traj.xyz[keep].astype(np.float64)))
+    expected = two_sided_state_free_energy(samples.log_weight, phi_gen[:, 0] < 0, phi_gen[:, 0] > 0, [series[0]], [series[1]],
+                                           n_out_of_domain=samples.n_out_of_domain, n_bootstrap=20, seed=5, warn=False)
+    assert record["delta_f_kT"] == pytest.approx(expected["delta_f_kT"], abs=1e-9)
+    assert record["samples_a"] == expected["samples_a"] and record["samples_b"] == expected["samples_b"]
+
+
+def test_weigh_configurations_gives_the_weights_sample_draws(checkpoint):
+    from openmm_bg.sampling import load_checkpoint, weigh_configurations
+
+    generator, _, _, _ = load_checkpoint(checkpoint)
+    samples = draw_samples(generator, 300, seed=2, batch_size=300)
+    np.testing.assert_allclose(weigh_configurations(generator, samples.positions, batch_size=70), samples.log_weight, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="NaN"):
+        weigh_configurations(generator, np.full((2, 22, 3), np.nan))
+
+
+def test_two_sided_bad_input_exits_2(checkpoint, sample_folder, state_trajectories, capsys):
+    a_dcd, b_dcd = state_trajectories
+    base = ["free-energy", str(checkpoint), "-n", "300", "--state-a", "phi < 0", "--state-b", "phi > 0", "--no-progress"]
+    cases = [
+        (base + ["--md-a", str(a_dcd)], "give --md-a and --md-b"),
+        (["free-energy", str(sample_folder), "--state-a", "phi < 0", "--state-b", "phi > 0", "--md-a", str(a_dcd), "--md-b", str(b_dcd)], "need the generator"),
+        (base + ["--md-a", str(a_dcd), "--md-b", str(a_dcd.parent / "none.dcd")], "trajectory"),
+        (["free-energy", str(checkpoint), "-n", "300", "--state-a", "phi < 0", "--state-b", "phi > 3", "--md-a", str(a_dcd), "--md-b", str(a_dcd), "--no-progress"], "no frame of --md-b"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and err.count("\n") == 1, err
+
+
 def test_out_of_domain_and_failed_samples(tmp_path):
     """Out-of-domain samples are counted, not written; failed energies are written as inf / -inf."""
     molecule = get_system("ala2-vacuum")

@@ -20,7 +20,7 @@ from .reweighting import (
     state_free_energy_difference,
     weighted_mean,
 )
-from .states import combine_trainings, diagnostic_lines, khat_line, state_free_energy
+from .states import combine_trainings, decorrelated, diagnostic_lines, khat_line, state_free_energy, two_sided_state_free_energy
 
 __all__ = [
     "Estimate",
@@ -32,6 +32,8 @@ __all__ = [
     "free_energy_profile",
     "state_free_energy_difference",
     "state_free_energy",
+    "two_sided_state_free_energy",
+    "decorrelated",
     "combine_trainings",
     "diagnostic_lines",
     "khat_line",

@@ -19,7 +19,10 @@ from .._validation import ensure_count
 from .diagnostics import MIN_STATE_ESS, UnreliableWeightsWarning, pareto_khat, pareto_khat_threshold, pareto_tail_size, state_ess, weight_warnings
 from .reweighting import kish_ess, state_free_energy_difference
 
-__all__ = ["state_free_energy", "diagnostic_lines", "khat_line", "combine_trainings"]
+__all__ = ["state_free_energy", "two_sided_state_free_energy", "decorrelated", "diagnostic_lines", "khat_line", "combine_trainings"]
+
+#: fewer decorrelated samples of a state than this make a two-sided estimate's leg unreliable
+MIN_STATE_SAMPLES = 10
 
 
 def state_free_energy(
@@ -131,6 +134,179 @@ def state_free_energy(
         "reliable": not messages,
         "warnings": messages,
     }
+
+
+def decorrelated(series, name: str = "series") -> tuple[np.ndarray, float]:
+    """The uncorrelated subsample of a time series, and its statistical inefficiency.
+
+    The statistical inefficiency ``g`` (integrated autocorrelation time, in frames) comes
+    from pymbar's ``timeseries.statistical_inefficiency`` (Chodera, Swope, Pitera, Seok &
+    Dill, J. Chem. Theory Comput. 3, 26 (2007)); every ``g``-th frame is then kept, so a
+    bootstrap that treats the kept frames as independent sees the right error.
+
+    Parameters
+    ----------
+    series : array_like, shape (n,)
+        The observable in time order, finite or ``+inf``.  ``+inf`` entries are replaced by
+        the largest finite value when ``g`` is estimated, and kept in the subsample.
+    name : str
+        How messages call it.
+
+    Returns
+    -------
+    (ndarray, float)
+        The kept entries and ``g`` (1 for a constant or a very short series).
+    """
+    from pymbar import timeseries
+
+    values = np.asarray(series, dtype=np.float64)
+    if values.ndim != 1:
+        raise ValueError(f"{name} must be one time series, shape (n,), got {values.shape}")
+    if np.isnan(values).any() or np.isneginf(values).any():
+        raise ValueError(f"{name} must be finite or +inf; it holds NaN or -inf")
+    finite = np.isfinite(values)
+    if values.size < 3 or finite.sum() < 3:
+        return values, 1.0
+    probe = np.where(finite, values, values[finite].max())
+    if np.ptp(probe) == 0.0:
+        return values, 1.0
+    g = float(timeseries.statistical_inefficiency(probe))
+    kept = np.asarray(timeseries.subsample_correlated_data(probe, g=g), dtype=int)
+    return values[kept], g
+
+
+def two_sided_state_free_energy(
+    log_weight: np.ndarray,
+    in_a: np.ndarray,
+    in_b: np.ndarray,
+    state_log_weights_a,
+    state_log_weights_b,
+    *,
+    n_out_of_domain: int = 0,
+    decorrelate: bool = True,
+    n_bootstrap: int = 200,
+    seed: int = 0,
+    names: tuple[str, str] = ("A", "B"),
+    warn: bool = True,
+) -> dict[str, Any]:
+    """``F_B - F_A`` in kT by BAR between the generator and samples of each state (e.g. MD).
+
+    Importance weights alone (:func:`state_free_energy`) only see what the generator draws:
+    a part of a state that the generator misses, or samples too rarely, is invisible to
+    their bootstrap error.  This estimate is two-sided.  Within each state S it solves
+    Bennett's acceptance ratio between the generator restricted to S and the Boltzmann
+    distribution restricted to S, with the generator's samples in S as one side and
+    samples of S itself (an MD trajectory held in S, say) as the other, through the
+    latent state Z (Noé, Olsson, Köhler & Wu, Science 365, eaaw1147 (2019)):
+
+    ``F_B - F_A = (F_B - F_Z) - (F_A - F_Z)``.
+
+    Where the generator under-samples a region that the state's own samples visit,
+    those samples' works are large and the BAR error grows with the missing overlap
+    (Shirts, Bair, Hooker & Pande, Phys. Rev. Lett. 91, 140601 (2003)).  The samples of a
+    state need only come from the Boltzmann distribution restricted to it; they may be
+    correlated in time, and are thinned to independent ones first (:func:`decorrelated`).
+
+    Parameters
+    ----------
+    log_weight, in_a, in_b : arrays, shape (n,)
+        The generator's samples as for :func:`state_free_energy`: unnormalised log
+        importance weights ``-u(x) - log p_X(x)`` (``-inf`` for a failed energy) and state
+        indicators.
+    state_log_weights_a, state_log_weights_b : array or sequence of arrays
+        For each state, the same log weights ``-u(x) - log p_X(x)`` of its own samples
+        (all lying in the state), as one time series or a sequence of them (one per
+        trajectory, each in time order).  ``+inf`` where the generator cannot reach a
+        sample (``p_X(x) = 0``).
+    n_out_of_domain : int
+        Generator samples drawn but not kept (zero weight), as in :func:`state_free_energy`.
+    decorrelate : bool
+        Thin each time series to independent samples (default); False when they are
+        independent already.
+    n_bootstrap : int
+        Resamples of the generator's samples and each state's samples together.
+    seed : int
+    names : (str, str)
+    warn : bool
+        Also emit the warnings as :class:`UnreliableWeightsWarning`.
+
+    Returns
+    -------
+    dict
+        ``delta_f_kT``, ``error_kT`` (bootstrap; ``inf`` when a resample leaves a leg without
+        a finite work), ``n_bootstrap``, ``n_a``, ``n_b`` (generator samples in each state),
+        ``samples_a``, ``samples_b`` (each state's own samples after thinning),
+        ``inefficiency_a``, ``inefficiency_b`` (the largest statistical inefficiency of the
+        state's series, in frames), ``reliable`` and ``warnings``.
+
+    Raises
+    ------
+    ValueError
+        Mismatched shapes, NaN, or a state without generator samples or own samples.
+    """
+    from .free_energy import _bar_value
+
+    in_a = np.asarray(in_a, dtype=bool)
+    in_b = np.asarray(in_b, dtype=bool)
+    log_w = np.asarray(log_weight, dtype=np.float64)
+    if log_w.ndim != 1 or in_a.shape != log_w.shape or in_b.shape != log_w.shape:
+        raise ValueError(f"log_weight, in_a and in_b must be 1-D of the same shape, got {log_w.shape}, {in_a.shape} and {in_b.shape}")
+    if np.isnan(log_w).any() or np.isposinf(log_w).any():
+        raise ValueError("the generator's log weights must be finite or -inf (a failed energy); they hold NaN or +inf")
+    n_out_of_domain = ensure_count(n_out_of_domain, "n_out_of_domain", minimum=0)
+    n_bootstrap = ensure_count(n_bootstrap, "n_bootstrap", minimum=2)
+    pad = np.full(n_out_of_domain, np.inf)
+    # works from Z into each state for the generator's samples: -log w inside, +inf outside
+    z_to = {key: np.concatenate([np.where(mask, -log_w, np.inf), pad]) for key, mask in (("a", in_a), ("b", in_b))}
+    to_z, stats, messages = {}, {}, []
+    for key, name, given in (("a", names[0], state_log_weights_a), ("b", names[1], state_log_weights_b)):
+        several = isinstance(given, (list, tuple)) and len(given) > 0 and all(np.ndim(one) >= 1 for one in given)
+        series = list(given) if several else [given]
+        kept, g_max = [], 1.0
+        for k, one in enumerate(series):
+            one = np.asarray(one, dtype=np.float64)
+            label = f"the samples of state {name}" + (f" (series {k})" if len(series) > 1 else "")
+            if one.ndim != 1:
+                raise ValueError(f"{label} must be a 1-D series of log weights, got shape {one.shape}")
+            if np.isnan(one).any() or np.isneginf(one).any():
+                raise ValueError(f"{label} must have log weights finite or +inf (outside the generator's reach); they hold NaN or -inf")
+            thinned, g = decorrelated(one, label) if decorrelate else (one, 1.0)
+            kept.append(thinned)
+            g_max = max(g_max, g)
+        works = np.concatenate(kept) if kept else np.empty(0)
+        if works.size == 0:
+            raise ValueError(f"state {name} has no samples of its own: a two-sided estimate needs some (e.g. MD held in the state)")
+        n_gen = int(np.isfinite(z_to[key]).sum())
+        if n_gen == 0:
+            raise ValueError(f"state {name} holds no generator sample with a finite weight; BAR has nothing to overlap with")
+        to_z[key] = works  # works from the state to Z: +log w
+        stats.update({f"n_{key}": n_gen, f"samples_{key}": int(works.size), f"inefficiency_{key}": g_max})
+        if works.size < MIN_STATE_SAMPLES:
+            messages.append(f"state {name} has {works.size} independent samples of its own (fewer than {MIN_STATE_SAMPLES}): its leg of BAR is unreliable")
+        if n_gen < MIN_STATE_SAMPLES:
+            messages.append(f"state {name} holds {n_gen} generator samples (fewer than {MIN_STATE_SAMPLES}): its leg of BAR is unreliable")
+
+    def statistic(pairs: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+        return _bar_value(pairs[:, 1], b) - _bar_value(pairs[:, 0], a)
+
+    pairs = np.stack([z_to["a"], z_to["b"]], axis=1)
+    value = statistic(pairs, to_z["a"], to_z["b"])
+    if not math.isfinite(value):
+        raise ValueError("a leg of BAR has no finite work in one direction: the generator and a state's samples do not overlap at all")
+    rng = np.random.default_rng(seed)
+    resampled = []
+    for _ in range(n_bootstrap):
+        resampled.append(statistic(*(x[rng.integers(0, x.shape[0], x.shape[0])] for x in (pairs, to_z["a"], to_z["b"]))))
+    resampled = np.asarray(resampled)
+    if np.isfinite(resampled).all():
+        error = float(resampled.std(ddof=1))
+    else:
+        error = math.inf
+        messages.append("the bootstrap error is unbounded: some resamples leave a leg of BAR without a finite work")
+    if warn:
+        for message in messages:
+            warnings.warn(message, UnreliableWeightsWarning, stacklevel=2)
+    return {"delta_f_kT": float(value), "error_kT": error, "n_bootstrap": n_bootstrap, **stats, "reliable": not messages, "warnings": messages}
 
 
 def khat_line(k_hat: float | None, n: int, width: int = 22) -> str:

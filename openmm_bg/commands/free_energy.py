@@ -32,6 +32,13 @@ weight is an error (exit 2).  Where
 the repository bundles a reference for the two states (alanine dipeptide in vacuum,
 phi < 0 vs phi > 0 at 300 K), it is printed with the deviation.  --output writes
 the numbers to a JSON file.
+
+With ``--md-a`` and ``--md-b`` (trajectories whose frames inside each state sample it,
+such as MD; SOURCE a checkpoint), the command also prints the two-sided estimate:
+BAR within each state between the generator's samples and the frames, through the
+latent state (:func:`openmm_bg.analysis.two_sided_state_free_energy`), each trajectory
+thinned to independent frames first, and a warning when the two estimates differ by
+more than two combined standard errors.  Use frames the generator was not trained on.
 """
 
 from __future__ import annotations
@@ -68,6 +75,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the latent draws and of the bootstrap (default 0)")
     parser.add_argument("--batch-size", type=int, default=10000, help="samples per batch when sampling (default 10000)")
     parser.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for the error (default 200)")
+    parser.add_argument(
+        "--md-a", nargs="+", type=Path, default=[], metavar="TRAJ",
+        help="trajectories (e.g. MD) whose frames inside state A sample it; with --md-b, adds the two-sided estimate (SOURCE must be a checkpoint)",
+    )
+    parser.add_argument("--md-b", nargs="+", type=Path, default=[], metavar="TRAJ", help="the same for state B")
     add_system_arguments(parser, hamiltonian=True)
     add_threads_argument(parser)
     parser.add_argument("--output", "-o", type=Path, help="also write the numbers to this JSON file")
@@ -75,7 +87,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _samples_and_molecule(args: argparse.Namespace, draw: bool = True):
-    """The samples (drawn or read; None from a checkpoint unless ``draw``), the system whose CVs and states apply or None, the topology."""
+    """The samples (drawn or read; None from a checkpoint unless ``draw``), the system whose CVs and states apply or None, the topology, the generator (None for a sample folder)."""
     from ..molecules.loading import resolve_system
     from ..molecules.trajectories import check_same_atoms
     from ..molecules.systems import get_system, list_systems
@@ -100,7 +112,7 @@ def _samples_and_molecule(args: argparse.Namespace, draw: bool = True):
             except ValueError as error:
                 raise ValueError(f"the samples in {source} do not belong to {molecule.name}: {error}") from None
             topology = molecule.topology
-        return samples, molecule, topology
+        return samples, molecule, topology, None
     if not source.exists():
         raise FileNotFoundError(f"{source} not found; give a folder written by openmm-bg sample or a generator checkpoint (.pt)")
     ensure_count(args.n_samples, "-n")
@@ -111,7 +123,7 @@ def _samples_and_molecule(args: argparse.Namespace, draw: bool = True):
         own_files=args.structure is not None, describe=lambda loaded: loaded[1].description,
     )
     if not draw:
-        return None, molecule, molecule.topology
+        return None, molecule, molecule.topology, generator
     with sampling_threads(args, generator):
         samples = draw_samples(
             generator, args.n_samples, seed=args.seed, batch_size=args.batch_size, progress=not args.no_progress,
@@ -119,7 +131,7 @@ def _samples_and_molecule(args: argparse.Namespace, draw: bool = True):
         )
     if samples.n_written == 0:
         raise ValueError(f"all {samples.n_requested} samples fell outside the generator's coordinate domain; is the generator trained for {molecule.name}?")
-    return samples, molecule, molecule.topology
+    return samples, molecule, molecule.topology, generator
 
 
 def _collective_variables(args: argparse.Namespace, molecule, topology) -> dict:
@@ -149,7 +161,7 @@ def _list_collective_variables(args: argparse.Namespace) -> int:
     """Print what ``--list-cvs`` prints; return 0."""
     from ..molecules.named_cvs import describe_collective_variable
 
-    samples, molecule, topology = _samples_and_molecule(args, draw=False)
+    samples, molecule, topology, _ = _samples_and_molecule(args, draw=False)
     variables = _collective_variables(args, molecule, topology)
     name = molecule.name if molecule is not None else (samples.system or str(args.source))
     print(f"collective variables of {name}: {len(variables)}" + ("" if variables else " (define some with --cv)"))
@@ -160,6 +172,54 @@ def _list_collective_variables(args: argparse.Namespace) -> int:
     states = sorted(molecule.states) if molecule is not None else []
     print(f"built-in states: {', '.join(states) if states else 'none'}")
     return 0
+
+
+def _two_sided(args: argparse.Namespace, generator, topology, samples, states, in_states, names, one_sided: dict, kcal: float) -> dict:
+    """Print and return the two-sided estimate: BAR between the generator and the --md-a/--md-b frames inside each state."""
+    from ..analysis.states import two_sided_state_free_energy
+    from ..molecules.states import evaluate_states
+    from ..molecules.trajectories import load_trajectory
+    from ..sampling import weigh_configurations
+
+    series, used = [], []
+    for paths, state, name in ((args.md_a, states[0], "--md-a"), (args.md_b, states[1], "--md-b")):
+        per_state, frames = [], [0, 0]
+        for path in paths:
+            positions = load_trajectory(path, topology)
+            inside = evaluate_states([state], positions)[0]
+            frames[0] += int(inside.sum())
+            frames[1] += positions.shape[0]
+            if inside.any():
+                per_state.append(weigh_configurations(generator, positions[inside], batch_size=args.batch_size))
+        if not per_state:
+            raise ValueError(f"no frame of {name} ({', '.join(p.name for p in paths)}) lies in state {state.definition!r}")
+        series.append(per_state)
+        used.append(frames)
+    result = two_sided_state_free_energy(
+        samples.log_weight, *in_states, *series, n_out_of_domain=samples.n_out_of_domain, n_bootstrap=args.bootstrap, seed=args.seed,
+        names=names, warn=False,
+    )
+    for key, (inside, total) in zip("ab", used):
+        print(f"state {key.upper()} trajectories  {inside} of {total} frames inside; {result[f'samples_{key}']} independent "
+              f"(statistical inefficiency up to {result[f'inefficiency_{key}']:.1f} frames)")
+    for message in result["warnings"]:
+        print(f"warning               {message}")
+    value, error = result["delta_f_kT"], result["error_kT"]
+    print(
+        f"F_B - F_A two-sided   {value:.3f} +- {error:.3f} kT (BAR between the generator and each state's trajectories) "
+        f"= {value * kcal:.3f} +- {error * kcal:.3f} kcal/mol" + ("" if result["reliable"] else "; NOT RELIABLE, see the warnings above")
+    )
+    gap = one_sided["delta_f_kT"] - value
+    combined = math.hypot(one_sided["error_kT"], error)
+    z = gap / combined if 0 < combined < math.inf else math.nan
+    result["one_sided_minus_two_sided_kT"] = gap
+    if math.isfinite(z) and abs(z) > 2:
+        print(f"warning               the importance-weight and two-sided estimates differ by {gap:+.3f} kT ({z:+.1f} combined standard errors): "
+              "either the generator misses part of a state, or a trajectory does not sample the whole of its state "
+              "(the two-sided estimate assumes it does: check that it crosses between the basins inside its state)")
+    else:
+        print(f"agreement             importance weights minus two-sided {gap:+.3f} kT" + (f" ({z:+.1f} combined standard errors)" if math.isfinite(z) else ""))
+    return result
 
 
 def run(args: argparse.Namespace) -> int:
@@ -176,7 +236,14 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required (or --list-cvs to see the collective variables)")
     ensure_count(args.bootstrap, "--bootstrap", 2)
     requested_threads(args)
-    samples, molecule, topology = _samples_and_molecule(args)
+    if bool(args.md_a) != bool(args.md_b):
+        raise ValueError("the two-sided estimate needs trajectories of both states: give --md-a and --md-b")
+    if args.md_a and args.source.is_dir():
+        raise ValueError(f"--md-a/--md-b need the generator: give its checkpoint (.pt) as SOURCE instead of the sample folder {args.source}")
+    for path in [*args.md_a, *args.md_b]:
+        if not path.is_file():
+            raise FileNotFoundError(f"trajectory {path} not found")
+    samples, molecule, topology, generator = _samples_and_molecule(args)
     variables = _collective_variables(args, molecule, topology)
     builtin_states = dict(molecule.states) if molecule is not None else {}
     hint = f"; list them with openmm-bg free-energy --list-cvs {args.source}; define more with --cv " + " or ".join(CV_SPEC_FORMS)
@@ -231,6 +298,8 @@ def run(args: argparse.Namespace) -> int:
             f"deviation {deviation:+.3f} kT" + (f" = {deviation / combined:+.1f} combined standard errors" if 0 < combined < math.inf else "")
         )
         record["reference"] = {"delta_f_kT": reference["delta_f_kT"], "error_kT": reference["error_kT"], "file": reference["file"], "deviation_kT": deviation}
+    if args.md_a:
+        record["two_sided"] = _two_sided(args, generator, topology, samples, (state_a, state_b), (in_a, in_b), names, result, kcal)
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(record, indent=1) + "\n")

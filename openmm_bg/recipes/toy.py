@@ -60,6 +60,8 @@ class ToySystem:
     states: tuple[tuple[str, Callable], tuple[str, Callable]]
     profile_range: tuple[float, float]
     plot_box: tuple[tuple[float, float], tuple[float, float]]
+    #: a deep minimum inside each state, where samplers held in the state start
+    state_starts: tuple[tuple[float, float], tuple[float, float]] = ((0.0, 0.0), (0.0, 0.0))
 
     def exact_delta_f(self) -> float:
         """Exact ``F(second state) - F(first state)`` in kT."""
@@ -78,6 +80,7 @@ TOY_SYSTEMS: dict[str, ToySystem] = {
         states=(("x1 < 0", lambda x, y: x < 0), ("x1 > 0", lambda x, y: x > 0)),
         profile_range=(-2.5, 2.5),
         plot_box=((-3.0, 3.0), (-3.5, 3.5)),
+        state_starts=((-1.75, 0.0), (1.65, 0.0)),
     ),
     "mueller-brown": ToySystem(
         energy=MuellerBrown(),
@@ -86,6 +89,7 @@ TOY_SYSTEMS: dict[str, ToySystem] = {
         states=(("y > 0.75 (A)", lambda x, y: y > 0.75), ("y < 0.75 (B, C)", lambda x, y: y <= 0.75)),
         profile_range=(-1.5, 1.1),
         plot_box=((-1.7, 1.3), (-0.5, 2.2)),
+        state_starts=((-0.558, 1.442), (0.623, 0.028)),
     ),
 }
 
@@ -137,6 +141,8 @@ class ToyDemoReport:
     history: list = field(repr=False, default_factory=list)
     data: np.ndarray = field(repr=False, default=None)
     samples: np.ndarray = field(repr=False, default=None)
+    #: the trained BoltzmannGenerator
+    generator: object = field(repr=False, default=None)
 
     def summary(self) -> str:
         s = self.settings
@@ -237,6 +243,7 @@ def _run_toy_demo(settings: ToyDemoSettings, progress: bool) -> ToyDemoReport:
         history=stage1.history + stage2.history,
         data=data.numpy(),
         samples=np.stack([x, y, log_w], axis=1),
+        generator=generator,
     )
 
 

@@ -57,7 +57,7 @@ import numpy as np
 
 from .._validation import ensure_count
 
-__all__ = ["SampleSet", "SAMPLE_FILES", "load_checkpoint", "draw_samples", "save_samples", "load_samples", "report_lines"]
+__all__ = ["SampleSet", "SAMPLE_FILES", "load_checkpoint", "draw_samples", "weigh_configurations", "save_samples", "load_samples", "report_lines"]
 
 #: file names in a sample folder
 SAMPLE_FILES = {"trajectory": "samples.dcd", "topology": "samples.pdb", "arrays": "samples.npz"}
@@ -287,6 +287,50 @@ def draw_samples(
         energy_evaluations=int(arrays["energy"].shape[0]),
         wall_time_s=time.perf_counter() - start,
     )
+
+
+def weigh_configurations(generator, positions, *, batch_size: int = 10000) -> np.ndarray:
+    """Log importance weights ``-u(x) - log p_X(x)`` of given configurations (e.g. MD frames).
+
+    These are what a two-sided estimate needs from samples that the generator did not
+    draw (:func:`openmm_bg.analysis.two_sided_state_free_energy`).
+
+    Parameters
+    ----------
+    generator : BoltzmannGenerator
+        With a target energy.
+    positions : array, shape (n, *generator.event_shape), nm
+    batch_size : int
+
+    Returns
+    -------
+    ndarray, shape (n,), float64
+        ``+inf`` where the generator cannot reach a configuration (its density is zero or
+        undefined there); ``-inf`` where the energy failed.
+    """
+    import torch
+
+    batch_size = ensure_count(batch_size, "the batch size")
+    if generator.target is None:
+        raise ValueError("the generator has no target energy; load it with load_checkpoint or load_generator(path, energy)")
+    positions = np.asarray(positions, dtype=np.float64)
+    if positions.ndim < 2 or positions.shape[0] == 0:
+        raise ValueError(f"positions must be a non-empty batch of configurations, got shape {positions.shape}")
+    if not np.isfinite(positions).all():
+        raise ValueError("positions hold NaN or infinite coordinates")
+    like = generator._param_like()
+    out = []
+    for first in range(0, positions.shape[0], batch_size):
+        x = torch.as_tensor(positions[first:first + batch_size])
+        with torch.no_grad():
+            log_prob = generator.log_prob(x.to(like.dtype)).double()
+            energy = generator.energy(x).double()
+        log_prob = torch.where(torch.isnan(log_prob), torch.full_like(log_prob, -math.inf), log_prob)
+        energy = torch.where(torch.isnan(energy), torch.full_like(energy, math.inf), energy)
+        # unreachable (log p = -inf) gives +inf unless the energy failed too (then the energy's -inf wins)
+        log_w = torch.where(torch.isinf(energy), torch.full_like(energy, -math.inf), -energy - log_prob)
+        out.append(log_w.cpu().numpy())
+    return np.concatenate(out)
 
 
 def save_samples(samples: SampleSet, folder: str | os.PathLike, topology, *, box_lengths=None, extra: dict[str, Any] | None = None) -> dict[str, Path]:
