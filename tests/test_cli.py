@@ -15,6 +15,8 @@ from openmm_bg.cli import SUBCOMMANDS, main, parse_args
     [
         (["simulate", "no-such-system", "-o", "x.dcd"], "no-such-system"),
         (["explore", "no-such-system", "-o", "g.pt"], "no-such-system"),
+        (["explore", "-o", "g.pt"], "give the system to explore"),
+        (["explore", "double-well", "--system", "ala2-vacuum", "-o", "g.pt"], "differ; give the registered system once"),
         (["toy", "--ml-iterations", "0"], "ml-iterations must be a positive integer"),
     ],
 )

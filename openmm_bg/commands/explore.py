@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._options import add_threads_argument, command_threads, requested_threads, training_workload
+from ._options import add_threads_argument, command_threads, registered_system, requested_threads, training_workload
 
 __all__ = ["configure", "run"]
 
@@ -18,7 +18,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     """Add the arguments of ``openmm-bg explore``."""
     from ..molecules.systems import list_systems
 
-    parser.add_argument("system", help=f"ready-made system, one of: {', '.join(list_systems())}")
+    parser.add_argument("system", nargs="?", metavar="SYSTEM", help=f"ready-made system, one of: {', '.join(list_systems())}")
+    parser.add_argument("--system", dest="system_option", metavar="NAME", help="the same as the positional SYSTEM")
     parser.add_argument("-o", "--output", required=True, help="generator checkpoint to write (.pt)")
     parser.add_argument("--target", default=None, help="state of the system to watch for (e.g. 'right', 'phi_positive')")
     parser.add_argument("--stop-at-target", action="store_true", help="stop once the target state is reached")
@@ -87,6 +88,9 @@ def run(args: argparse.Namespace) -> int:
     from ..training.recipe import seeded_parameters
 
     requested_threads(args)
+    args.system = registered_system(args)
+    if args.system is None:
+        raise ValueError("give the system to explore: openmm-bg explore SYSTEM (or --system NAME)")
     molecule = get_system(args.system)
     if args.target is not None and args.target not in molecule.states:
         raise ValueError(f"unknown state {args.target!r} of {args.system}; known: {', '.join(molecule.states) or 'none'}")
