@@ -76,6 +76,10 @@ PT_RUN_2FS = (
     "--block-length 1000 --thin 4 --n-bootstrap 100 --seed 0, and the JSON renamed; its samples file is not shipped"
 )
 
+MD_PARTICLE_DIMER = (
+    'PYTHONPATH=. OPENMM_CPU_THREADS=1 nice -n 10 python scripts/make_particle_dimer_data.py runs/particle-dimer --frames 4000 --steps-per-frame 200 --timestep 0.01 --friction 1 --equilibration-steps 10000 --seed 1 --no-progress  (the closed run uses seed 1, the open run seed 2; raw trajectories with free z in runs/particle-dimer/, not shipped)'
+)
+
 
 RECORDS = {
     "ala2-vacuum-300K-md.dcd": dict(
@@ -183,6 +187,22 @@ RECORDS = {
         "(old-format prmtop + crd), water and the Cl- ion removed, centred in a 4 nm frame.",
         command="python scripts/make_trpzip2_pdb.py data/trpzip2-implicit.pdb",
         seed="none (deterministic)", platform="none (no simulation)",
+    ),
+    'particle-dimer-closed.dcd': dict(
+        what="Generator training data, closed state: unbiased Langevin MD of `particle-dimer` (the 2-D dimer among 36 repulsive particles of Noé et al. 2019, `openmm_bg.energies.particle_dimer`) at 300 K, the System's temperature, where its kT is the model's energy unit (model temperature 1); LangevinMiddleIntegrator 10 fs, friction 1/ps, argon masses, `openmm_bg.simulation.run_md`; started from the relaxed lattice start (`openmm_bg.energies.particle_dimer.start_positions`) with the dimer at the bond's closed minimum (0.9435 nm); 100 ps equilibration discarded, then one frame per 2 ps (4,000 frames, 8 ns; 810,000 MD steps). The System's z coordinates are standard normals independent of (x, y); the shipped frames have z set to 0, so they sample the model's (x, y) distribution at z = 0. Dimer distance 0.787-1.172 nm (mean 0.930 nm; barrier top 1.4950 nm): every frame is closed. Mean reduced energy 56.07 kT. Configurational temperature <|grad u|^2> / <laplacian u> = 1.004 +- 0.004 (20 blocks) (`tests/test_particle_dimer.py`). Topology: `particle-dimer-closed.pdb`.",
+        command=MD_PARTICLE_DIMER, seed='1', platform='Reference (OpenMM 8.6.1, CPU only)',
+    ),
+    'particle-dimer-closed.pdb': dict(
+        what='Topology and start of `particle-dimer-closed.dcd`: the relaxed lattice start with the dimer at 0.9385 nm (closed), z = 0. Atoms D1, D2 (residue DIM) are the dimer, S (residues BTH) the solvent; all argon.',
+        command=MD_PARTICLE_DIMER, seed='1 (the run it starts; the structure itself is deterministic)', platform='Reference',
+    ),
+    'particle-dimer-open.dcd': dict(
+        what="Generator training data, open state: unbiased Langevin MD of `particle-dimer` (the 2-D dimer among 36 repulsive particles of Noé et al. 2019, `openmm_bg.energies.particle_dimer`) at 300 K, the System's temperature, where its kT is the model's energy unit (model temperature 1); LangevinMiddleIntegrator 10 fs, friction 1/ps, argon masses, `openmm_bg.simulation.run_md`; started from the relaxed lattice start (`openmm_bg.energies.particle_dimer.start_positions`) with the dimer at the bond's open minimum (2.0615 nm); 100 ps equilibration discarded, then one frame per 2 ps (4,000 frames, 8 ns; 810,000 MD steps). The System's z coordinates are standard normals independent of (x, y); the shipped frames have z set to 0, so they sample the model's (x, y) distribution at z = 0. Dimer distance 1.860-2.202 nm (mean 2.060 nm; barrier top 1.4950 nm): every frame is open. Mean reduced energy 56.37 kT. Configurational temperature <|grad u|^2> / <laplacian u> = 1.003 +- 0.006 (20 blocks) (`tests/test_particle_dimer.py`). Topology: `particle-dimer-open.pdb`.",
+        command=MD_PARTICLE_DIMER, seed='2', platform='Reference (OpenMM 8.6.1, CPU only)',
+    ),
+    'particle-dimer-open.pdb': dict(
+        what='Topology and start of `particle-dimer-open.dcd`: the relaxed lattice start with the dimer at 2.0520 nm (open), z = 0.',
+        command=MD_PARTICLE_DIMER, seed='2 (the run it starts; the structure itself is deterministic)', platform='Reference',
     ),
 }
 

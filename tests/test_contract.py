@@ -32,6 +32,7 @@ from torch.autograd.functional import jacobian
 
 import openmm_bg
 from openmm_bg import flows
+from openmm_bg.energies.harmonic_pair import HarmonicPairInBox, HarmonicPairTransform
 from openmm_bg.coordinates import CircularToReal, GuardedCoordinates, InternalCoordinateNormalization, InternalCoordinateTransform, build_zmatrix
 from openmm_bg.flows import (
     AdditiveCoupling,
@@ -213,6 +214,10 @@ def normalized_frames(layer: InternalCoordinateNormalization, seed: int) -> torc
 SPLINE = 1e-9
 
 CASES = {
+    "harmonic-pair": Case(
+        HarmonicPairTransform, lambda: HarmonicPairTransform(k=2.0, length=3.0),
+        lambda layer, seed: HarmonicPairInBox(k=2.0, length=3.0).sample(7, torch.Generator().manual_seed(seed)),
+    ),
     "nice": Case(AdditiveCoupling, lambda: AdditiveCoupling(half_mask(DIM), hidden=(16, 16))),
     "nice-custom-mask": Case(AdditiveCoupling, lambda: AdditiveCoupling(torch.tensor([True, False, True, False, False]), hidden=(8,))),
     "nicer": Case(NICERBlock, lambda: NICERBlock(DIM, hidden=(16,))),

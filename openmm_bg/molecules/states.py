@@ -72,6 +72,10 @@ _PHI_SIGN = {"phi_negative": "phi < 0", "phi_positive": "phi > 0"}
 # the barrier top r0 + w of openmmtools' DoubleWellDimer_WCAFluid: r0 = 2^(1/6) sigma, w = 0.3 sigma, sigma = 0.34 nm
 _DIMER_BARRIER = "(1.122462048309373 + 0.3) * 0.34"
 
+# the barrier top of the particle dimer's bond c s - a s^2 + b s^4, s = 2 (d - 1.5), a = 25, b = 10, c = -0.5:
+# the middle real root of c - 2 a s + 4 b s^3, as ParticleDimer().barrier_distance() computes it (nm)
+_PARTICLE_DIMER_BARRIER = "1.4949995999039694"
+
 #: The built-in states of the ready-made systems: system -> state name -> definition over the
 #: system's collective variables.  The only definition of each: the systems' state callables and
 #: the bundled-reference lookup are both made from it.
@@ -81,6 +85,9 @@ BUILTIN_STATES: dict[str, dict[str, str]] = {
     "ala2-implicit": dict(_PHI_SIGN),
     "dimer-wca": {"closed": f"dimer_distance < {_DIMER_BARRIER}", "open": f"dimer_distance > {_DIMER_BARRIER}"},
     "trpzip2-implicit": {"folded": "rmsd_ca < 0.2", "unfolded": "rmsd_ca > 0.4"},
+    # the C-alpha Go model of trpzip2 (openmm_bg.molecules.go_model.GO_STATES): one split of Q, no barrier to leave a gap at
+    "trpzip2-go": {"folded": "q_native > 0.5", "unfolded": "q_native < 0.5"},
+    "particle-dimer": {"closed": f"dimer_distance < {_PARTICLE_DIMER_BARRIER}", "open": f"dimer_distance > {_PARTICLE_DIMER_BARRIER}"},
     "double-well": {"left": "x < 0", "right": "x > 0"},
     "mueller-brown": _nearest(MUELLER_BROWN_MINIMA),
 }

@@ -27,6 +27,19 @@ Named systems (:func:`list_systems`):
     solvent, no constraints.  CVs ``rmsd_ca`` (C-alpha RMSD to the bundled folded
     structure, nm) and ``q_native`` (fraction of native heavy-atom contacts);
     states ``folded`` (rmsd_ca < 0.2 nm) and ``unfolded`` (rmsd_ca > 0.4 nm).
+``trpzip2-go``
+    A C-alpha structure-based (Go) model of the same trpzip2 structure,
+    :mod:`openmm_bg.molecules.go_model` (Clementi, Nymeyer & Onuchic 2000): 12 beads, 14
+    native contacts with the 12-10 form, eps = kT at 300 K.  About 73 % folded at 300 K,
+    melting near 358 K.  CVs ``q_native`` (C-alpha fraction of native contacts), ``rmsd_ca``
+    and ``rg``; states ``folded`` (q_native > 0.5) and ``unfolded`` (q_native < 0.5).
+``particle-dimer``
+    The two-dimensional bistable dimer (particles 0 and 1) among 36 repulsive solvent
+    particles of Noé, Olsson, Köhler & Wu (2019), :mod:`openmm_bg.energies.particle_dimer`:
+    reduced energy ``u(x, y) + sum z^2 / 2`` at 300 K with ``u`` the model's energy in kT of
+    the in-plane positions in nm.  The dimer starts closed in a relaxed lattice of solvent.
+    CV ``dimer_distance`` (in the plane, nm); states ``closed`` and ``open``, split at the
+    barrier top of the dimer bond, d = 1.4950 nm.
 ``double-well``, ``mueller-brown``
     One particle in the analytic toy potentials of :mod:`openmm_bg.energies.toys`,
     as OpenMM systems from :mod:`openmm_bg.energies.toy_systems`.
@@ -325,4 +338,47 @@ def _mueller_brown() -> MolecularSystem:
         mueller_brown_system(temperature=300.0),
         MUELLER_BROWN_MINIMA["A"],
         "one particle in the Mueller-Brown potential (x, y in nm); states by nearest minimum",
+    )
+
+
+@_register("trpzip2-go")
+def _trpzip2_go() -> MolecularSystem:
+    from .go_model import build_go_model
+
+    go = build_go_model(TRPZIP2_PDB)
+    return MolecularSystem(
+        name="trpzip2-go", system=go.system, topology=go.topology, openmm_topology=go.topology.to_openmm(),
+        positions=go.positions, temperature=300.0, platform="Reference",
+        collective_variables=go.collective_variables, states=builtin_states("trpzip2-go", go.collective_variables),
+        description=go.description + "; 300 K (about 73 % folded; melts near 358 K)",
+    )
+
+
+@_register("particle-dimer")
+def _particle_dimer() -> MolecularSystem:
+    from ..energies.particle_dimer import ParticleDimer, dimer_distance, in_plane, particle_dimer_system, start_positions
+
+    energy = ParticleDimer()
+    omm_top = app.Topology()
+    chain = omm_top.addChain()
+    dimer = omm_top.addResidue("DIM", chain)
+    atoms = [omm_top.addAtom(f"D{i + 1}", app.element.argon, dimer) for i in range(2)]
+    omm_top.addBond(*atoms)
+    for _ in range(energy.n_solvent):
+        omm_top.addAtom("S", app.element.argon, omm_top.addResidue("BTH", chain))
+    cvs = {"dimer_distance": dimer_distance}
+    return MolecularSystem(
+        name="particle-dimer",
+        system=particle_dimer_system(energy, temperature=300.0),
+        topology=md.Topology.from_openmm(omm_top),
+        openmm_topology=omm_top,
+        positions=in_plane(start_positions(energy)),
+        temperature=300.0,
+        platform="Reference",
+        collective_variables=cvs,
+        states=builtin_states("particle-dimer", cvs),
+        description=(
+            f"2-D bistable dimer in {energy.n_solvent} repulsive particles (Noe et al. 2019), x, y in nm, "
+            "energies in kT at 300 K, z a free standard normal; starts closed"
+        ),
     )

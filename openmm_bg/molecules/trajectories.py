@@ -238,7 +238,7 @@ def save_topology(path: str | os.PathLike, topology, positions: np.ndarray) -> P
 
 
 #: ready-made system -> bundled trajectory stem
-TRAJECTORIES = {"ala2-vacuum": "ala2-vacuum-300K-md", "dimer-wca": "dimer-wca-closed"}
+TRAJECTORIES = {"ala2-vacuum": "ala2-vacuum-300K-md", "dimer-wca": "dimer-wca-closed", "particle-dimer": "particle-dimer-closed"}
 
 
 def load_bundled_trajectory(system: str = "ala2-vacuum", stride: int = 1) -> np.ndarray:
