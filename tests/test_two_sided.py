@@ -131,6 +131,17 @@ def test_two_sided_warns_about_a_leg_with_few_samples():
     assert not r["reliable"]
 
 
+def test_two_sided_warns_when_a_leg_leans_on_a_heavy_tail():
+    """A generator far wider than the target (N(0, 20^2)) with ten times more state samples than
+    generator samples: the ratios p_X / p over the state's samples are heavy-tailed, and the reverse k-hat says so."""
+    rng = np.random.default_rng(7)
+    x, log_w, (w_a, w_b) = case(rng, proposal_sd=20.0, n_gen=2_000, n_state=20_000)
+    with pytest.warns(UnreliableWeightsWarning, match="relative to the Boltzmann density over the state's own samples"):
+        r = two_sided_state_free_energy(log_w, x < 0, x > 0, w_a, w_b, decorrelate=False, n_bootstrap=20)
+    assert r["k_hat_reverse_a"] > 0.7 and r["k_hat_forward_a"] < 0.5
+    assert not r["reliable"]
+
+
 @pytest.mark.parametrize(
     "change, message",
     [

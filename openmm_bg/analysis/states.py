@@ -237,7 +237,18 @@ def two_sided_state_free_energy(
         a finite work), ``n_bootstrap``, ``n_a``, ``n_b`` (generator samples in each state),
         ``samples_a``, ``samples_b`` (each state's own samples after thinning),
         ``inefficiency_a``, ``inefficiency_b`` (the largest statistical inefficiency of the
-        state's series, in frames), ``reliable`` and ``warnings``.
+        state's series, in frames), ``k_hat_forward_a``, ``k_hat_reverse_a`` and the same for
+        ``b`` (Pareto k-hat of each leg's two directions: the generator's weights over its
+        samples in the state, and ``p_X / p`` over the state's own samples; None for fewer
+        than 25 samples), ``reliable`` and ``warnings``.
+
+    Notes
+    -----
+    BAR weighs each direction by its sample count.  With many more samples of a state than
+    generator samples in it, a leg leans on the reverse direction, whose ratios ``p_X / p``
+    are heavy-tailed where the generator puts mass that the state's samples rarely visit
+    (the edge of a state, say); the reverse k-hat then warns.  The calibration benchmark
+    (``benchmarks/calibration.py``) shows how often on the toys.
 
     Raises
     ------
@@ -281,6 +292,19 @@ def two_sided_state_free_energy(
             raise ValueError(f"state {name} holds no generator sample with a finite weight; BAR has nothing to overlap with")
         to_z[key] = works  # works from the state to Z: +log w
         stats.update({f"n_{key}": n_gen, f"samples_{key}": int(works.size), f"inefficiency_{key}": g_max})
+        # heavy tails in either direction of a leg: generator weights over its samples in the state, and the
+        # generator-to-Boltzmann density ratios exp(-work) over the state's own samples
+        for direction, log_ratios in (("forward", -z_to[key][np.isfinite(z_to[key])]), ("reverse", -works[np.isfinite(works)])):
+            enough = pareto_tail_size(log_ratios.size) >= 5
+            k_hat = pareto_khat(log_ratios) if enough else None
+            stats[f"k_hat_{direction}_{key}"] = k_hat
+            if k_hat is not None and not (k_hat <= pareto_khat_threshold(log_ratios.size)):
+                where = ("the generator's weights over its samples in it" if direction == "forward"
+                         else "the generator's density relative to the Boltzmann density over the state's own samples")
+                messages.append(
+                    f"state {name}: Pareto k-hat {k_hat:.2f} of {where} (above {pareto_khat_threshold(log_ratios.size):.2f}): "
+                    "a few samples dominate this leg of BAR; the estimate and its bootstrap error cannot be trusted"
+                )
         if works.size < MIN_STATE_SAMPLES:
             messages.append(f"state {name} has {works.size} independent samples of its own (fewer than {MIN_STATE_SAMPLES}): its leg of BAR is unreliable")
         if n_gen < MIN_STATE_SAMPLES:
