@@ -31,7 +31,7 @@ import torch
 from openmmtools.mcmc import MCMCMove
 
 from .._validation import ensure_count
-from ..generator.checkpoints import load_generator
+from ..generator.checkpoints import load_generator, read_torch_file
 from ..generator.model import BoltzmannGenerator
 from .proposals import rigid_frame_atoms
 
@@ -62,7 +62,7 @@ def _load_cached(path: Path) -> BoltzmannGenerator:
 
 
 def _same_weights(generator: BoltzmannGenerator, path: Path) -> bool:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_torch_file(path, "generator checkpoint of the move")  # checksums checked, as load_generator does
     saved = state.get("state_dict", {}) if isinstance(state, dict) else {}
     current = generator.state_dict()
     if set(saved) != set(current):
