@@ -48,7 +48,12 @@ def _fep_value(w: np.ndarray) -> float:
     return float(-(logsumexp(-w) - math.log(w.size)))
 
 
-def _bootstrap(statistic, arrays: list[np.ndarray], n_bootstrap: int, seed) -> float:
+def _bootstrap(statistic, arrays: list[np.ndarray], n_bootstrap: int, seed, unbounded: bool = False) -> float:
+    """Standard deviation of ``statistic`` over resamples of ``arrays`` (each resampled along its first axis).
+
+    Resamples whose statistic is not finite are dropped, or with ``unbounded`` make the
+    error ``inf`` (a resample that leaves an estimator without data says the error is unknown).
+    """
     if ensure_count(n_bootstrap, "n_bootstrap", minimum=0) < 2:
         return float("nan")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
@@ -57,6 +62,8 @@ def _bootstrap(statistic, arrays: list[np.ndarray], n_bootstrap: int, seed) -> f
         resampled = [a[rng.integers(0, a.shape[0], a.shape[0])] for a in arrays]
         values.append(statistic(*resampled))
     values = np.asarray(values)
+    if unbounded and not np.isfinite(values).all():
+        return math.inf
     values = values[np.isfinite(values)]
     return float(values.std(ddof=1)) if values.size > 1 else float("nan")
 
@@ -171,14 +178,16 @@ def bar_through_latent(
     if za.shape != zb.shape:
         raise ValueError(f"z_to_a and z_to_b must come from the same generator samples, got shapes {za.shape} and {zb.shape}")
 
-    def statistic(z_pairs: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
-        return _bar_value(z_pairs[:, 1], b) - _bar_value(z_pairs[:, 0], a)
-
     pairs = np.stack([za, zb], axis=1)
-    value = statistic(pairs, az, bz)
+    value = _latent_bar_value(pairs, az, bz)
     if not math.isfinite(value):
         raise ValueError("each state needs generator samples inside it and samples of its own: a BAR leg has no finite work")
-    return Estimate(value, _bootstrap(statistic, [pairs, az, bz], n_bootstrap, seed))
+    return Estimate(value, _bootstrap(_latent_bar_value, [pairs, az, bz], n_bootstrap, seed))
+
+
+def _latent_bar_value(z_pairs: np.ndarray, a_to_z: np.ndarray, b_to_z: np.ndarray) -> float:
+    """``F_B - F_A`` through Z: columns of ``z_pairs`` are the works from Z into A and into B of the same samples."""
+    return _bar_value(z_pairs[:, 1], b_to_z) - _bar_value(z_pairs[:, 0], a_to_z)
 
 
 def macrostate_free_energy(log_w, in_state=None, n_bootstrap: int = 200, seed=0) -> Estimate:

@@ -255,7 +255,7 @@ def two_sided_state_free_energy(
     ValueError
         Mismatched shapes, NaN, or a state without generator samples or own samples.
     """
-    from .free_energy import _bar_value
+    from .free_energy import _bootstrap, _latent_bar_value
 
     in_a = np.asarray(in_a, dtype=bool)
     in_b = np.asarray(in_b, dtype=bool)
@@ -310,22 +310,12 @@ def two_sided_state_free_energy(
         if n_gen < MIN_STATE_SAMPLES:
             messages.append(f"state {name} holds {n_gen} generator samples (fewer than {MIN_STATE_SAMPLES}): its leg of BAR is unreliable")
 
-    def statistic(pairs: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
-        return _bar_value(pairs[:, 1], b) - _bar_value(pairs[:, 0], a)
-
     pairs = np.stack([z_to["a"], z_to["b"]], axis=1)
-    value = statistic(pairs, to_z["a"], to_z["b"])
+    value = _latent_bar_value(pairs, to_z["a"], to_z["b"])
     if not math.isfinite(value):
         raise ValueError("a leg of BAR has no finite work in one direction: the generator and a state's samples do not overlap at all")
-    rng = np.random.default_rng(seed)
-    resampled = []
-    for _ in range(n_bootstrap):
-        resampled.append(statistic(*(x[rng.integers(0, x.shape[0], x.shape[0])] for x in (pairs, to_z["a"], to_z["b"]))))
-    resampled = np.asarray(resampled)
-    if np.isfinite(resampled).all():
-        error = float(resampled.std(ddof=1))
-    else:
-        error = math.inf
+    error = _bootstrap(_latent_bar_value, [pairs, to_z["a"], to_z["b"]], n_bootstrap, seed, unbounded=True)
+    if math.isinf(error):
         messages.append("the bootstrap error is unbounded: some resamples leave a leg of BAR without a finite work")
     if warn:
         for message in messages:
