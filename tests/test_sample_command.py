@@ -245,6 +245,7 @@ def test_two_sided_bad_input_exits_2(checkpoint, sample_folder, state_trajectori
         (base + ["--md-a", str(a_dcd)], "give --md-a and --md-b"),
         (["free-energy", str(sample_folder), "--state-a", "phi < 0", "--state-b", "phi > 0", "--md-a", str(a_dcd), "--md-b", str(b_dcd)], "need the generator"),
         (base + ["--md-a", str(a_dcd), "--md-b", str(a_dcd.parent / "none.dcd")], "trajectory"),
+        (base + ["--md-a", str(a_dcd), "--md-b", str(DATA_DIR / "particle-dimer-closed.dcd")], "with 38 atoms vs topology with 22 atoms"),
         (["free-energy", str(checkpoint), "-n", "300", "--state-a", "phi < 0", "--state-b", "phi > 3", "--md-a", str(a_dcd), "--md-b", str(a_dcd), "--no-progress"], "no frame of --md-b"),
     ]
     for argv, message in cases:
