@@ -133,13 +133,26 @@ def test_two_sided_warns_about_a_leg_with_few_samples():
 
 def test_two_sided_warns_when_a_leg_leans_on_a_heavy_tail():
     """A generator far wider than the target (N(0, 20^2)) with ten times more state samples than
-    generator samples: the ratios p_X / p over the state's samples are heavy-tailed, and the reverse k-hat says so."""
+    generator samples: the ratios p_X / p over the state's samples are heavy-tailed, BAR leans on
+    them, and the warning says so and how many more generator samples to draw."""
     rng = np.random.default_rng(7)
     x, log_w, (w_a, w_b) = case(rng, proposal_sd=20.0, n_gen=2_000, n_state=20_000)
-    with pytest.warns(UnreliableWeightsWarning, match="relative to the Boltzmann density over the state's own samples"):
+    with pytest.warns(UnreliableWeightsWarning, match=r"BAR leans on the state's 20000 own samples.*draw about \d+x more generator samples"):
         r = two_sided_state_free_energy(log_w, x < 0, x > 0, w_a, w_b, decorrelate=False, n_bootstrap=20)
     assert r["k_hat_reverse_a"] > 0.7 and r["k_hat_forward_a"] < 0.5
+    assert r["generator_share_a"] < 1
     assert not r["reliable"]
+
+
+def test_two_sided_with_the_generator_samples_balanced_is_unbiased_and_silent():
+    """The same heavy-tailed reverse ratios with more generator samples in each state than own
+    samples: no leaning warning, and the estimate agrees with the exact answer (NSIGMA cut)."""
+    rng = np.random.default_rng(7)
+    x, log_w, (w_a, w_b) = case(rng, proposal_sd=20.0, n_gen=200_000, n_state=5_000)
+    r = two_sided_state_free_energy(log_w, x < 0, x > 0, w_a, w_b, decorrelate=False, n_bootstrap=50, seed=3, warn=False)
+    assert r["k_hat_reverse_a"] > 0.7 and min(r["generator_share_a"], r["generator_share_b"]) > 1
+    assert not any("leans" in m for m in r["warnings"]), r["warnings"]
+    assert abs(r["delta_f_kT"] - exact_delta_f()) < NSIGMA * r["error_kT"]
 
 
 @pytest.mark.parametrize(

@@ -240,15 +240,20 @@ def two_sided_state_free_energy(
         state's series, in frames), ``k_hat_forward_a``, ``k_hat_reverse_a`` and the same for
         ``b`` (Pareto k-hat of each leg's two directions: the generator's weights over its
         samples in the state, and ``p_X / p`` over the state's own samples; None for fewer
-        than 25 samples), ``reliable`` and ``warnings``.
+        than 25 samples), ``generator_share_a``, ``generator_share_b`` (generator samples in
+        the state per own sample after thinning), ``reliable`` and ``warnings``.
 
     Notes
     -----
     BAR weighs each direction by its sample count.  With many more samples of a state than
     generator samples in it, a leg leans on the reverse direction, whose ratios ``p_X / p``
-    are heavy-tailed where the generator puts mass that the state's samples rarely visit
-    (the edge of a state, say); the reverse k-hat then warns.  The calibration benchmark
-    (``benchmarks/calibration.py``) shows how often on the toys.
+    are often heavy-tailed: the generator puts mass where the state's samples rarely go (the
+    edge of a state, say).  The leg is then biased low by finite sampling, by several
+    bootstrap errors on Mueller-Brown's rare state with 20,000 generator samples (a few
+    hundred in the state) against tens of thousands of its own.  Drawing generator samples
+    until each state holds about as many as it has own independent samples removes the
+    bias there (``benchmarks/calibration.py``); a warning says so when the reverse k-hat is
+    above its threshold and the generator's samples in the state are the fewer.
 
     Raises
     ------
@@ -294,16 +299,27 @@ def two_sided_state_free_energy(
         stats.update({f"n_{key}": n_gen, f"samples_{key}": int(works.size), f"inefficiency_{key}": g_max})
         # heavy tails in either direction of a leg: generator weights over its samples in the state, and the
         # generator-to-Boltzmann density ratios exp(-work) over the state's own samples
+        # BAR leans on the side with more samples.  Leaning on the state's own samples is harmless while
+        # their ratios p_X / p are light-tailed; heavy-tailed, they bias the leg low by finite sampling,
+        # and more generator samples in the state remove the bias (benchmarks/calibration.py).
+        stats[f"generator_share_{key}"] = n_gen / works.size
         for direction, log_ratios in (("forward", -z_to[key][np.isfinite(z_to[key])]), ("reverse", -works[np.isfinite(works)])):
             enough = pareto_tail_size(log_ratios.size) >= 5
             k_hat = pareto_khat(log_ratios) if enough else None
             stats[f"k_hat_{direction}_{key}"] = k_hat
-            if k_hat is not None and not (k_hat <= pareto_khat_threshold(log_ratios.size)):
-                where = ("the generator's weights over its samples in it" if direction == "forward"
-                         else "the generator's density relative to the Boltzmann density over the state's own samples")
+            if k_hat is None or k_hat <= pareto_khat_threshold(log_ratios.size):
+                continue
+            threshold = pareto_khat_threshold(log_ratios.size)
+            if direction == "forward":
                 messages.append(
-                    f"state {name}: Pareto k-hat {k_hat:.2f} of {where} (above {pareto_khat_threshold(log_ratios.size):.2f}): "
+                    f"state {name}: Pareto k-hat {k_hat:.2f} of the generator's weights over its samples in it (above {threshold:.2f}): "
                     "a few samples dominate this leg of BAR; the estimate and its bootstrap error cannot be trusted"
+                )
+            elif n_gen < works.size:
+                messages.append(
+                    f"state {name}: BAR leans on the state's {works.size} own samples against {n_gen} generator samples in it, and the "
+                    f"generator-to-Boltzmann density ratios over them are heavy-tailed (Pareto k-hat {k_hat:.2f}, above {threshold:.2f}): "
+                    f"finite-sample bias the bootstrap cannot see; draw about {math.ceil(works.size / n_gen)}x more generator samples"
                 )
         if works.size < MIN_STATE_SAMPLES:
             messages.append(f"state {name} has {works.size} independent samples of its own (fewer than {MIN_STATE_SAMPLES}): its leg of BAR is unreliable")
