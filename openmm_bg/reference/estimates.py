@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import stats
 
 from .._validation import ensure_count
 from ..units import kt_kjmol
@@ -24,6 +25,7 @@ __all__ = [
     "tempering_free_energy_difference",
     "block_average",
     "cold_replica_mean_energy",
+    "combine_exact_estimates",
 ]
 
 
@@ -258,3 +260,59 @@ def cold_replica_mean_energy(samples: dict, in_state, discard: int = 0) -> np.nd
     if not inside.any(axis=1).all():
         raise ValueError("a repeat has no kept iteration in the state; its mean energy is undefined")
     return np.array([u[r][inside[r]].mean() for r in range(len(u))])
+
+
+def combine_exact_estimates(estimates: dict[str, dict], min_repeats: int = 4) -> dict:
+    """One reference from independent exact methods, with their agreement checked.
+
+    Each method's error is the larger of its own (bootstrap) error and the standard error
+    of its independent repeats (scaled by ``t(0.975, n - 1) / 1.96``, Student's t, so that
+    two errors cover 95 % with only a few repeats), so a bootstrap that misses slow
+    correlations cannot make it small.  The combined value is the inverse-variance mean; its error is the larger of the
+    inverse-variance error and half the largest difference between two methods.  Methods
+    agree when every pair differs by at most two combined standard errors.
+
+    Parameters
+    ----------
+    estimates : dict
+        method name -> ``{"delta_f_kT", "error_kT", "repeat_estimates_kT"}`` (kT).
+    min_repeats : int
+        Independent repeats each method needs (issue 16 asks for 4).
+
+    Returns
+    -------
+    dict
+        ``delta_f_kT``, ``error_kT``, ``methods`` (name -> value, error, repeat standard
+        error, number of repeats), ``pairwise_z`` ("a vs b" -> z) and ``methods_agree``.
+
+    Raises
+    ------
+    ValueError
+        Fewer than two methods, fewer than ``min_repeats`` repeats, or a non-finite value.
+    """
+    if len(estimates) < 2:
+        raise ValueError(f"an exact reference needs at least two independent methods, got {len(estimates)}")
+    methods = {}
+    for name, record in estimates.items():
+        repeats = np.asarray(record.get("repeat_estimates_kT", []), dtype=np.float64)
+        if repeats.size < min_repeats:
+            raise ValueError(f"method {name!r} has {repeats.size} independent repeats; at least {min_repeats} are needed")
+        value, error = float(record["delta_f_kT"]), float(record["error_kT"])
+        if not (np.isfinite(repeats).all() and np.isfinite(value) and np.isfinite(error) and error > 0):
+            raise ValueError(f"method {name!r} has a non-finite value or error, or a non-positive error")
+        # with a few repeats their standard error is itself uncertain: scale it so that +-2 errors
+        # cover 95 % under Student's t with n - 1 degrees of freedom (x1.62 for 4 repeats)
+        repeat_error = float(repeats.std(ddof=1) / np.sqrt(repeats.size) * stats.t.ppf(0.975, repeats.size - 1) / stats.norm.ppf(0.975))
+        methods[name] = {"delta_f_kT": value, "error_kT": max(error, repeat_error), "own_error_kT": error,
+                         "repeat_standard_error_kT": repeat_error, "n_repeats": int(repeats.size)}
+    values = np.array([m["delta_f_kT"] for m in methods.values()])
+    errors = np.array([m["error_kT"] for m in methods.values()])
+    weights = 1.0 / errors**2
+    mean = float(np.sum(weights * values) / weights.sum())
+    names = list(methods)
+    pairwise = {f"{a} vs {b}": float((methods[a]["delta_f_kT"] - methods[b]["delta_f_kT"])
+                                     / np.hypot(methods[a]["error_kT"], methods[b]["error_kT"]))
+                for i, a in enumerate(names) for b in names[i + 1:]}
+    error = max(float(1.0 / np.sqrt(weights.sum())), float(values.max() - values.min()) / 2)
+    return {"delta_f_kT": mean, "error_kT": error, "methods": methods, "pairwise_z": pairwise,
+            "methods_agree": bool(all(abs(z) <= 2 for z in pairwise.values()))}

@@ -1,0 +1,108 @@
+"""Combining exact reference methods (openmm_bg.reference.estimates.combine_exact_estimates) and the writer script."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from openmm_bg.reference.estimates import combine_exact_estimates
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def method(value, error, repeats):
+    return {"delta_f_kT": value, "error_kT": error, "repeat_estimates_kT": list(repeats)}
+
+
+def test_agreeing_methods_combine_by_inverse_variance():
+    r = combine_exact_estimates({"a": method(4.60, 0.03, [4.59, 4.61, 4.60, 4.60]), "b": method(4.64, 0.04, [4.63, 4.65, 4.64, 4.64])})
+    w = np.array([1 / 0.03**2, 1 / 0.04**2])
+    assert r["delta_f_kT"] == pytest.approx((w @ [4.60, 4.64]) / w.sum())
+    assert r["error_kT"] == pytest.approx(max(1 / np.sqrt(w.sum()), 0.02))  # here the inverse-variance error
+    assert r["methods_agree"] and r["pairwise_z"]["a vs b"] == pytest.approx(-0.04 / 0.05)
+
+
+def test_a_method_error_is_never_below_its_repeat_spread():
+    """A bootstrap error that misses slow correlations (0.005) is replaced by the repeats' standard error."""
+    repeats = [4.4, 4.8, 4.5, 4.7]
+    r = combine_exact_estimates({"a": method(4.6, 0.005, repeats), "b": method(4.6, 0.05, [4.6] * 3 + [4.61])})
+    assert r["methods"]["a"]["error_kT"] == pytest.approx(np.std(repeats, ddof=1) / 2 * stats.t.ppf(0.975, 3) / stats.norm.ppf(0.975))
+    assert r["methods"]["a"]["own_error_kT"] == 0.005
+
+
+def test_disagreeing_methods_are_flagged_and_widen_the_error():
+    r = combine_exact_estimates({"a": method(4.5, 0.02, [4.5] * 3 + [4.51]), "b": method(4.8, 0.02, [4.8] * 3 + [4.81])})
+    assert not r["methods_agree"] and abs(r["pairwise_z"]["a vs b"]) > 2
+    assert r["error_kT"] >= 0.15 - 1e-12
+
+
+@pytest.mark.parametrize(
+    "estimates, message",
+    [
+        ({"a": method(4.6, 0.03, [4.6] * 4)}, "at least two"),
+        ({"a": method(4.6, 0.03, [4.6] * 3), "b": method(4.6, 0.03, [4.6] * 4)}, "3 independent repeats"),
+        ({"a": method(float("nan"), 0.03, [4.6] * 4), "b": method(4.6, 0.03, [4.6] * 4)}, "non-finite"),
+        ({"a": method(4.6, 0.0, [4.6] * 4), "b": method(4.6, 0.03, [4.6] * 4)}, "non-positive"),
+    ],
+)
+def test_bad_input_is_a_clear_error(estimates, message):
+    with pytest.raises(ValueError, match=message):
+        combine_exact_estimates(estimates)
+
+
+def test_combined_error_covers_the_truth_at_the_gaussian_rate():
+    """Two unbiased methods whose repeats are Gaussian (4 repeats each, bootstrap errors half the truth):
+    over 2000 trials the combined +-2 sigma interval holds the truth in at least 93 % (95 % expected:
+    the repeats' standard error carries Student's t factor; without it the coverage is about 90 %)."""
+    rng = np.random.default_rng(11)
+    truth, inside = 4.6, 0
+    for _ in range(2000):
+        estimates = {}
+        for name, sd in (("a", 0.1), ("b", 0.14)):
+            repeats = truth + sd * rng.standard_normal(4)
+            estimates[name] = method(repeats.mean(), sd / 2 / 2, repeats)  # the bootstrap error: half the real one
+        r = combine_exact_estimates(estimates)
+        inside += abs(r["delta_f_kT"] - truth) <= 2 * r["error_kT"]
+    assert inside / 2000 >= 0.93
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("write_exact_reference", ROOT / "scripts" / "write_exact_reference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _inputs(tmp_path, integrator):
+    chain = tmp_path / "chain"
+    chain.mkdir()
+    repeats = [{"repeat": r, "cycles": 100, "delta_f": 4.6 + 0.01 * r, "error": 0.06, "transitions": 3, "ghmc_acceptance": 0.9,
+                "bg_acceptance": 0.4, "evaluations": 100} for r in range(4)]
+    (chain / "analysis.json").write_text(json.dumps({"repeats": repeats, "delta_f_kT": 4.615, "error_bootstrap_kT": 0.03, "energy_evaluations": 400}))
+    (chain / "settings.json").write_text(json.dumps({"repeats": 4, "cycles": 100, "round": 50}))
+    tempering = tmp_path / "pt-reference.json"
+    tempering.write_text(json.dumps({"delta_f_kT": 4.64, "error_kT": 0.04, "repeat_estimates_kT": [4.6, 4.62, 4.66, 4.68],
+                                     "iterations_per_repeat": 10, "temperatures_K": [300.0, 400.0], "estimator": "MBAR",
+                                     "bootstrap_error_by_block_length": {"5": 0.04}, "energy_evaluations": 10,
+                                     "simulation": {"integrator": integrator}}))
+    return chain, tempering
+
+
+def test_writer_records_both_methods_and_refuses_an_unmetropolized_tempering_run(tmp_path):
+    script = _script()
+    chain, tempering = _inputs(tmp_path, "ghmc")
+    out = tmp_path / "exact.json"
+    assert script.main(["ala2-vacuum", "--bg-chain", str(chain), "--tempering", str(tempering), "-o", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert set(record["methods"]) == {"bg_chain", "ghmc_tempering"} and record["methods_agree"]
+    assert all(m["n_repeats"] == 4 for m in record["methods"].values())
+    assert record["published_kT"] == 4.65 and "constraints" in record["published_note"]
+    (tmp_path / "langevin").mkdir()
+    chain, tempering = _inputs(tmp_path / "langevin", "langevin")
+    with pytest.raises(ValueError, match="needs 'ghmc'"):
+        script.main(["ala2-vacuum", "--bg-chain", str(chain), "--tempering", str(tempering), "-o", str(out)])
