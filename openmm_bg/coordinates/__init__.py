@@ -5,6 +5,7 @@ what constraints mean for reweighting.
 """
 
 from .constraints import constraint_metric_log_det, constraints_from_system, match_constraints, particle_masses
+from .local import LocalInternalCoordinates, local_rows, select_atoms
 from .guarded import CircularToReal, GuardedCoordinates, inverse_in_domain, principal_domain
 from .normalization import InternalCoordinateNormalization
 from .transform import CLAMP_EVENTS, InternalCoordinateTransform
@@ -25,4 +26,7 @@ __all__ = [
     "principal_domain",
     "inverse_in_domain",
     "CLAMP_EVENTS",
+    "LocalInternalCoordinates",
+    "local_rows",
+    "select_atoms",
 ]

@@ -100,8 +100,7 @@ class GeneratorMoveBase(MCMCMove):
                 raise FileNotFoundError(f"checkpoint {checkpoint} does not exist; write it with openmm_bg.generator.save_generator first")
             if not _same_weights(generator, checkpoint):
                 raise ValueError(f"checkpoint {checkpoint} does not hold the weights of the given generator")
-        if len(generator.event_shape) != 2 or generator.event_shape[1] != 3:
-            raise ValueError(f"the generator must make configurations of shape (n_particles, 3), got event_shape {generator.event_shape}")
+        self._check_generator(generator)
         if seed is not None:
             seed = ensure_count(seed, "seed", minimum=0)
         self._generator = generator
@@ -116,6 +115,16 @@ class GeneratorMoveBase(MCMCMove):
         self.n_out_of_domain = 0
 
     # --- generator ----------------------------------------------------------------------
+
+    @staticmethod
+    def _check_generator(generator: BoltzmannGenerator) -> None:
+        """Raise ``ValueError`` for a generator this kind of move cannot propose with."""
+        if len(generator.event_shape) != 2 or generator.event_shape[1] != 3:
+            raise ValueError(f"the generator must make configurations of shape (n_particles, 3), got event_shape {generator.event_shape}")
+
+    def _n_particles(self) -> int:
+        """Particles of the System the generator's configurations belong to."""
+        return self._generator.event_shape[0]
 
     @property
     def generator(self) -> BoltzmannGenerator:
@@ -212,8 +221,8 @@ class GeneratorMoveBase(MCMCMove):
         context, _ = self._get_context_cache(context_cache).get_context(thermodynamic_state)
         system = context.getSystem()
         n = system.getNumParticles()
-        if self._generator.event_shape != (n, 3):
-            raise ValueError(f"the generator makes configurations of shape {self._generator.event_shape}, the System has {n} particles")
+        if self._n_particles() != n:
+            raise ValueError(f"the generator makes configurations of {self._n_particles()} particles, the System has {n}")
         if system.getNumConstraints():
             raise ValueError(
                 f"the System has {system.getNumConstraints()} constraints; the moves need an unconstrained System "
