@@ -22,7 +22,8 @@ MD in each basin): 20 chains of 5000 burn-in and 10,000 kept steps, with steps o
 0.06 leaves each chain's share of them unconverged after thousands of steps: that made
 the two-sided errors too small, z down to -6.7, in a first run).  The generator's
 samples for it are topped up until each state holds at least as many as its own
-independent samples (``balanced_generator_samples``): with the recipe's 20,000 alone,
+independent samples, of which a random 10,000 at most are kept (``independent_held_samples``,
+``balanced_generator_samples``): with the recipe's 20,000 alone,
 Mueller-Brown's rare state held a few hundred, BAR leaned on the held samples' heavy-tailed
 ratios, and the two-sided estimates came out low (|z| <= 2 in 80 %, z down to -4.2).
 
@@ -72,11 +73,12 @@ def toy_run(system: str, seed: int, full: bool, folder: Path) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = state_free_energy(log_w, in_a(x, y), in_b(x, y), n_bootstrap=200, seed=seed, warn=False)
-    own, own_evaluations = held_state_log_weights(system, report.generator, seed)
+    held, own_evaluations = held_state_log_weights(system, report.generator, seed)
+    own = independent_held_samples(held, seed)
     x2, y2, log_w2 = balanced_generator_samples(report.generator, toy, own, (x, y, log_w), seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        two = two_sided_state_free_energy(log_w2, in_a(x2, y2), in_b(x2, y2), *own, n_bootstrap=200, seed=seed, warn=False)
+        two = two_sided_state_free_energy(log_w2, in_a(x2, y2), in_b(x2, y2), *own, decorrelate=False, n_bootstrap=200, seed=seed, warn=False)
     record = {"system": system, "seed": seed, "estimate": result["delta_f_kT"], "error": result["error_kT"], "exact": report.delta_f_exact,
               "k_hat": result["k_hat"], "warnings": list(result["warnings"]), "ess": report.ess, "evaluations": report.energy_evaluations,
               "two_sided": {"estimate": two["delta_f_kT"], "error": two["error_kT"], "warnings": list(two["warnings"]),
@@ -98,17 +100,33 @@ HELD_CHAINS, HELD_BURN_IN, HELD_STEPS = 20, 5000, 10_000
 
 #: generator samples drawn per batch for the two-sided estimate, and at most in all
 BALANCE_BATCH, BALANCE_MAX = 100_000, 2_000_000
+#: independent held samples kept per state at most (a random subset): BAR's cost grows with the
+#: generator samples that must balance them
+OWN_MAX = 10_000
 
 
 def held_sampler(system: str) -> dict:
     """The settings of the two-sided estimate, recorded with each run (a change reruns it)."""
     return {"step": HELD_STEP[system], "chains": HELD_CHAINS, "burn_in": HELD_BURN_IN, "steps": HELD_STEPS, "leg_k_hat": True,
-            "balanced": {"batch": BALANCE_BATCH, "max": BALANCE_MAX}}
+            "balanced": {"batch": BALANCE_BATCH, "max": BALANCE_MAX}, "own_max": OWN_MAX}
+
+
+def independent_held_samples(held, seed: int, n_max: int = OWN_MAX) -> list[np.ndarray]:
+    """Each state's held chains thinned to independent samples (``decorrelated``), pooled, and
+    cut to a random ``n_max`` of them; one 1-D array of log weights per state."""
+    from openmm_bg.analysis.states import decorrelated
+
+    rng = np.random.default_rng(30_000 + seed)
+    out = []
+    for state in held:
+        pooled = np.concatenate([decorrelated(np.asarray(series, dtype=np.float64))[0] for series in state])
+        out.append(pooled if pooled.size <= n_max else pooled[np.sort(rng.choice(pooled.size, n_max, replace=False))])
+    return out
 
 
 def balanced_generator_samples(generator, toy, own, first, seed: int):
     """The generator's samples for the two-sided estimate: ``first`` topped up until every state holds
-    at least as many generator samples as it has independent samples of its own (or ``BALANCE_MAX`` in all).
+    at least as many generator samples as ``own`` has samples of it (or ``BALANCE_MAX`` in all).
 
     With fewer, BAR leans on the state's own samples, whose density ratios are heavy-tailed on
     Mueller-Brown, and its estimate comes out low by several bootstrap errors (seeds 100, 111 and
@@ -117,9 +135,7 @@ def balanced_generator_samples(generator, toy, own, first, seed: int):
     """
     import torch
 
-    from openmm_bg.analysis.states import decorrelated
-
-    needed = [sum(decorrelated(np.asarray(series, dtype=np.float64))[0].size for series in state) for state in own]
+    needed = [len(state) for state in own]
     x, y, log_w = (np.asarray(a) for a in first)
     rng = torch.Generator().manual_seed(20_000 + seed)
     indicators = [indicator for _, indicator in toy.states]
