@@ -257,3 +257,24 @@ class GeneratorMoveBase(MCMCMove):
     @staticmethod
     def _accept(sampler_state: Any, x: np.ndarray) -> None:
         sampler_state.positions = unit.Quantity(np.array(x, dtype=np.float64), unit.nanometer)
+
+    def _independence_chain(self, sampler_state: Any, rng: np.random.Generator, x_new: np.ndarray, u_new: np.ndarray,
+                            log_q_new: np.ndarray, in_domain: np.ndarray, u_old: float, log_q_old: float) -> None:
+        """Independence Metropolis-Hastings through a batch of proposals, then update the counters and the state.
+
+        ``log_q`` is the log proposal density of each configuration (current and new); a proposal
+        outside the domain, or with a non-finite energy or density, is rejected and counted.
+        One uniform is drawn per proposal, used or not, so the stream does not depend on outcomes.
+        """
+        usable = in_domain & np.isfinite(u_new) & np.isfinite(log_q_new)
+        log_uniform = np.log(rng.random(len(u_new)))
+        current, u_current, log_q_current = None, u_old, log_q_old
+        for i in np.flatnonzero(usable):
+            if log_uniform[i] < -(u_new[i] - u_current) + (log_q_current - log_q_new[i]):
+                current, u_current, log_q_current = i, u_new[i], log_q_new[i]
+                self.n_accepted += 1
+        self.n_proposed += len(u_new)
+        self.n_out_of_domain += int((~in_domain).sum())
+        self.n_nonfinite += int((in_domain & ~usable).sum())
+        if current is not None:
+            self._accept(sampler_state, x_new[current])

@@ -110,21 +110,7 @@ class BoltzmannGeneratorMove(GeneratorMoveBase):
         if self.frame_atoms is not None and in_domain.any():
             x_new[in_domain] = place_in_frame(x_new[in_domain], x_old, self.frame_atoms)
         u_new = self._reduced_potentials(thermodynamic_state, context, x_new, in_domain)
-        usable = in_domain & np.isfinite(u_new) & np.isfinite(log_p_new)
-        # one uniform per proposal, used or not, so the stream does not depend on outcomes
-        log_uniform = np.log(rng.random(self.n_proposals))
-
-        current, u_current, log_p_current = None, u_old, log_p_old
-        for i in np.flatnonzero(usable):
-            log_ratio = -(u_new[i] - u_current) + (log_p_current - log_p_new[i])
-            if log_uniform[i] < log_ratio:
-                current, u_current, log_p_current = i, u_new[i], log_p_new[i]
-                self.n_accepted += 1
-        self.n_proposed += self.n_proposals
-        self.n_out_of_domain += int((~in_domain).sum())
-        self.n_nonfinite += int((in_domain & ~usable).sum())
-        if current is not None:
-            self._accept(sampler_state, x_new[current])
+        self._independence_chain(sampler_state, rng, x_new, u_new, log_p_new, in_domain, u_old, log_p_old)
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()

@@ -190,18 +190,7 @@ class LocalGeneratorMove(GeneratorMoveBase):
                 log_q_new[in_domain.numpy()] = log_p_new[in_domain].double().numpy() - ladj_placed.numpy()
         in_domain = in_domain.numpy()
         u_new = self._reduced_potentials(thermodynamic_state, context, x_new, in_domain)
-        usable = in_domain & np.isfinite(u_new) & np.isfinite(log_q_new)
-        log_uniform = np.log(rng.random(self.n_proposals))
-        current, u_current, log_q_current = None, u_old, log_q_old
-        for i in np.flatnonzero(usable):
-            if log_uniform[i] < -(u_new[i] - u_current) + (log_q_current - log_q_new[i]):
-                current, u_current, log_q_current = i, u_new[i], log_q_new[i]
-                self.n_accepted += 1
-        self.n_proposed += self.n_proposals
-        self.n_out_of_domain += int((~in_domain).sum())
-        self.n_nonfinite += int((in_domain & ~usable).sum())
-        if current is not None:
-            self._accept(sampler_state, x_new[current])
+        self._independence_chain(sampler_state, rng, x_new, u_new, log_q_new, in_domain, u_old, log_q_old)
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
