@@ -8,6 +8,7 @@ from .constraints import constraint_metric_log_det, constraints_from_system, mat
 from .local import LocalInternalCoordinates, local_rows, select_atoms
 from .guarded import CircularToReal, GuardedCoordinates, inverse_in_domain, principal_domain
 from .normalization import InternalCoordinateNormalization
+from .permutation import ReferenceOrdering, square_lattice
 from .transform import CLAMP_EVENTS, InternalCoordinateTransform
 from .zmatrix import MAIN_CHAIN_ATOM_NAMES, build_zmatrix, validate_zmatrix
 
@@ -29,4 +30,6 @@ __all__ = [
     "LocalInternalCoordinates",
     "local_rows",
     "select_atoms",
+    "ReferenceOrdering",
+    "square_lattice",
 ]
