@@ -113,6 +113,20 @@ def test_move_refuses_a_whole_molecule_generator_and_a_generator_of_another_mole
     assert move.statistics["n_proposed"] == 0
 
 
+def test_move_refuses_a_generator_of_another_molecule_with_as_many_atoms(ala2, frames):
+    """Same particle count, hydrogens elsewhere: refused before any step, the state untouched."""
+    local, _, _ = local_generator_from_data(ala2.topology, frames, [H_ATOM], coupling="affine", n_blocks=1, hidden=[8])
+    other = openmm.System()
+    for i in range(ala2.n_atoms):
+        other.addParticle(12.0 if i == H_ATOM else 1.008)
+    move = LocalGeneratorMove(local, seed=0)
+    sampler = states.SamplerState(frames[0] * unit.nanometer)
+    before = sampler.positions.copy()
+    with pytest.raises(ValueError, match="built for another molecule: atom 17 is a hydrogen"):
+        move.apply(states.ThermodynamicState(other, 300 * unit.kelvin), sampler, cache.ContextCache(platform=openmm.Platform.getPlatformByName("Reference")))
+    assert move.statistics["n_proposed"] == 0 and np.array_equal(sampler.positions, before)
+
+
 def _conditional_by_quadrature(ala2, local, x0):
     """Exact means of r, theta, cos(phi), sin(phi) of the moved atom given the rest, at HOT."""
     context = openmm.Context(ala2.system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))

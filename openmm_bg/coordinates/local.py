@@ -166,6 +166,35 @@ class LocalInternalCoordinates(torch.nn.Module):
         n = rows.shape[0]
         self.dim = 3 * n
         self.register_buffer("circular", torch.arange(self.dim) >= 2 * n)
+        # which atoms of the rows are hydrogens (set by local_generator_from_data from the topology): a
+        # move checks them against the System's light particles, so a generator of another molecule
+        # with the same number of atoms is refused
+        self.register_buffer("hydrogens", torch.zeros(n, 4, dtype=torch.bool))
+        self.register_buffer("hydrogens_known", torch.zeros((), dtype=torch.bool))
+
+    def record_hydrogens(self, topology: Any) -> None:
+        """Remember which atoms of the rows are hydrogens in ``topology``."""
+        top = as_topology(topology)
+        is_h = [a.element is not None and a.element.symbol in ("H", "D") for a in top.atoms]
+        self.hydrogens.copy_(torch.as_tensor([[is_h[int(i)] for i in row] for row in self.rows.tolist()]))
+        self.hydrogens_known.fill_(True)
+
+    def check_system(self, system: Any) -> None:
+        """``ValueError`` unless ``system`` has the molecule's atom count and, where known, a light particle
+        (under 5 Da, hydrogen-mass repartitioning included) exactly where the rows hold a hydrogen."""
+        n = system.getNumParticles()
+        if n != self.n_atoms:
+            raise ValueError(f"the local generator was built for a molecule of {self.n_atoms} atoms, the System has {n}")
+        if not bool(self.hydrogens_known):
+            return
+        import openmm.unit as unit
+
+        light = torch.as_tensor([[system.getParticleMass(int(i)).value_in_unit(unit.dalton) < 5.0 for i in row] for row in self.rows.tolist()])
+        if not torch.equal(light, self.hydrogens):
+            row, col = (int(v) for v in (light != self.hydrogens).nonzero()[0])
+            atom = int(self.rows[row, col])
+            raise ValueError(f"the local generator was built for another molecule: atom {atom} is "
+                             f"{'a hydrogen' if bool(self.hydrogens[row, col]) else 'a heavy atom'} in its rows but not in the System")
 
     @property
     def moved(self) -> Tensor:

@@ -122,6 +122,7 @@ def local_generator_from_data(topology, positions, selection: str | Sequence[int
         raise ValueError(f"positions must have shape (n_frames, {top.n_atoms}, 3) in nm, got {tuple(x.shape)}")
     kwargs = {"rows": rows.tolist(), "n_atoms": int(top.n_atoms), **{k: list(v) if isinstance(v, tuple) else v for k, v in architecture.items()}}
     generator = local_generator(**kwargs)
+    generator.local_coordinates.record_hydrogens(top)
     q, _ = generator.local_coordinates(x)
     normalization = generator.flow[0]
     normalization.load_state_dict(InternalCoordinateNormalization.fit(q, generator.local_coordinates.circular).state_dict())
@@ -161,6 +162,11 @@ class LocalGeneratorMove(GeneratorMoveBase):
 
     def _n_particles(self) -> int:
         return self._generator.local_coordinates.n_atoms
+
+    def _checked_context(self, thermodynamic_state: Any, context_cache: Any):
+        context = super()._checked_context(thermodynamic_state, context_cache)
+        self._generator.local_coordinates.check_system(context.getSystem())
+        return context
 
     @property
     def moved_atoms(self) -> np.ndarray:
