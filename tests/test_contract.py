@@ -33,6 +33,7 @@ from torch.autograd.functional import jacobian
 import openmm_bg
 from openmm_bg import flows
 from openmm_bg.energies.harmonic_pair import HarmonicPairInBox, HarmonicPairTransform
+from openmm_bg.recipes.particle_dimer import Whitening
 from openmm_bg.coordinates import CircularToReal, GuardedCoordinates, InternalCoordinateNormalization, InternalCoordinateTransform, build_zmatrix
 from openmm_bg.flows import (
     AdditiveCoupling,
@@ -227,6 +228,7 @@ CASES = {
     "realnvp-block": Case(RealNVPBlock, lambda: RealNVPBlock(DIM, hidden=(16,))),
     "swap": Case(SwapHalves, lambda: SwapHalves(DIM)),
     "permutation": Case(Permutation, lambda: Permutation.random(DIM, torch.Generator().manual_seed(3))),
+    "whitening": Case(Whitening, lambda: Whitening.fit(torch.randn(50, DIM, generator=torch.Generator().manual_seed(4), dtype=torch.float64) @ torch.randn(DIM, DIM, generator=torch.Generator().manual_seed(5), dtype=torch.float64))),
     "flatten": Case(Flatten, lambda: Flatten((2, 3)), lambda layer, seed: torch.randn(7, 2, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)),
     "inverse": Case(Inverse, lambda: Inverse(RealNVPBlock(DIM, hidden=(8,)))),
     "real_nvp": Case(Sequential, lambda: flows.real_nvp(DIM, n_blocks=2, hidden=(16,), permute=True)),
