@@ -1,0 +1,124 @@
+"""How the cost of a whole-molecule generator grows with the molecule: 22 atoms against 218.
+
+For ``ala2-vacuum`` (22 atoms) and ``trpzip2-implicit`` (218 atoms, amber14 + GBn2), each in
+a fresh process (so that peak memory is the system's own), it builds the package's default
+molecular generator (:func:`openmm_bg.generator.recipes.molecular_generator_from_data`, spline
+couplings) and times, side by side:
+
+* one training step by example and energy (ML + KL, batch ``--batch``, energies through the
+  OpenMM bridge in this process, ``--workers 0``, or through that many worker processes);
+* drawing 1,000 samples with their energies and weights;
+* one proposal of :class:`openmm_bg.moves.BoltzmannGeneratorMove` (``--proposals`` per apply);
+
+and prints the peak resident memory of each process, with the ratio 218-atom / 22-atom for
+every figure.  The generator is untrained (timings do not depend on its weights); the frames
+that fit its normalisation are the system's structure with 0.005 nm noise.  All figures are
+machine- and load-dependent.
+
+    python -m benchmarks.scaling                 # both systems, one torch thread
+    python -m benchmarks.scaling --workers 2     # energies on two worker processes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+SYSTEMS = ("ala2-vacuum", "trpzip2-implicit")
+
+
+def measure(system: str, batch: int, steps: int, proposals: int, applies: int, workers: int) -> dict:
+    import numpy as np
+    import openmm
+    import openmm.unit as unit
+    import torch
+    from openmmtools import cache, states
+
+    from openmm_bg.energies.openmm_bridge import OpenMMEnergy
+    from openmm_bg.generator.recipes import molecular_generator_from_data
+    from openmm_bg.molecules import get_system
+    from openmm_bg.moves import BoltzmannGeneratorMove
+    from openmm_bg.training.trainer import Trainer, TrainingConfig
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    mol = get_system(system)
+    rng = np.random.default_rng(0)
+    frames = mol.positions[None] + 0.005 * rng.standard_normal((64, mol.n_atoms, 3))
+    energy = OpenMMEnergy(mol.system, mol.temperature, platform=mol.platform, n_workers=workers)
+    generator, _ = molecular_generator_from_data(mol.topology, frames, energy, coupling="spline")
+    generator = generator.float()
+    data = torch.as_tensor(frames, dtype=torch.float32)
+    config = TrainingConfig(n_iterations=steps, batch_size=batch, kl_batch_size=batch, w_ml=1.0, w_kl=1.0, seed=0, nonfinite="drop")
+    trainer = Trainer(generator, config, data=data)
+    t0 = time.perf_counter()
+    trainer.train(progress=False)
+    train = (time.perf_counter() - t0) / steps
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        generator.sample(1000, generator=torch.Generator().manual_seed(1))
+    sample = time.perf_counter() - t0
+    thermo = states.ThermodynamicState(mol.system, mol.temperature * unit.kelvin)
+    context_cache = cache.ContextCache(platform=openmm.Platform.getPlatformByName(mol.platform))
+    move = BoltzmannGeneratorMove(generator, n_proposals=proposals, seed=0)
+    sampler = states.SamplerState(mol.positions * unit.nanometer)
+    move.apply(thermo, sampler, context_cache)  # builds the Context
+    t0 = time.perf_counter()
+    for _ in range(applies):
+        move.apply(thermo, sampler, context_cache)
+    proposal = (time.perf_counter() - t0) / (applies * proposals)
+    energy.close() if hasattr(energy, "close") else None
+    return {"system": system, "atoms": mol.n_atoms, "coordinates": generator.prior.dim, "platform": mol.platform,
+            "seconds_per_training_step": train, "seconds_per_1000_samples": sample, "seconds_per_move_proposal": proposal,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=256, help="training batch (ML and KL), default 256")
+    parser.add_argument("--steps", type=int, default=5, help="training steps timed (default 5)")
+    parser.add_argument("--proposals", type=int, default=10)
+    parser.add_argument("--applies", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=0, help="energy worker processes (default 0: in process)")
+    parser.add_argument("--one", choices=SYSTEMS, help=argparse.SUPPRESS)  # the child process
+    parser.add_argument("--output", default=None, help="write the rows as JSON here")
+    args = parser.parse_args(argv)
+    if args.one:
+        print(json.dumps(measure(args.one, args.batch, args.steps, args.proposals, args.applies, args.workers)))
+        return 0
+    rows = []
+    for system in SYSTEMS:
+        child = [sys.executable, "-m", "benchmarks.scaling", "--one", system, "--batch", str(args.batch), "--steps", str(args.steps),
+                 "--proposals", str(args.proposals), "--applies", str(args.applies), "--workers", str(args.workers)]
+        out = subprocess.run(child, capture_output=True, text=True)
+        if out.returncode != 0:
+            print(f"{system}: failed: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}")
+            return 1
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    keys = [("seconds_per_training_step", "s / training step (ML+KL, batch %d)" % args.batch, "%.3f"),
+            ("seconds_per_1000_samples", "s / 1000 samples with energies", "%.2f"),
+            ("seconds_per_move_proposal", "ms / BG-move proposal", None),
+            ("peak_rss_mb", "peak memory, MB", "%.0f")]
+    a, b = rows
+    print(f"{'':40s} {a['system'] + ' (%d atoms)' % a['atoms']:>26s} {b['system'] + ' (%d atoms)' % b['atoms']:>30s} {'ratio':>7s}")
+    for key, label, fmt in keys:
+        va, vb = a[key], b[key]
+        if fmt is None:
+            sa, sb = f"{1000 * va:.2f}", f"{1000 * vb:.2f}"
+        else:
+            sa, sb = fmt % va, fmt % vb
+        print(f"{label:40s} {sa:>26s} {sb:>30s} {vb / va:7.1f}")
+    print(f"coordinates: {a['coordinates']} and {b['coordinates']}; platforms {a['platform']}, {b['platform']}; one torch thread; "
+          f"energy workers {args.workers}; machine- and load-dependent")
+    if args.output:
+        with open(args.output, "w") as handle:
+            json.dump({"settings": vars(args), "rows": rows}, handle, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
