@@ -71,7 +71,8 @@ def measure(system: str, batch: int, steps: int, proposals: int, applies: int, w
     for _ in range(applies):
         move.apply(thermo, sampler, context_cache)
     proposal = (time.perf_counter() - t0) / (applies * proposals)
-    energy.close() if hasattr(energy, "close") else None
+    if hasattr(energy, "close"):
+        energy.close()
     return {"system": system, "atoms": mol.n_atoms, "coordinates": generator.prior.dim, "platform": mol.platform,
             "seconds_per_training_step": train, "seconds_per_1000_samples": sample, "seconds_per_move_proposal": proposal,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
