@@ -6,9 +6,13 @@ Inputs (both from the project's own scripts; see their docstrings):
   read through its ``analysis.json`` (``--analyze``) and ``settings.json``;
 * ``--tempering FILE``: a ``*-reference.json`` written by ``scripts/analyze_ala2_tempering.py``
   from ``scripts/run_ala2_tempering.py --integrator ghmc`` (Metropolized dynamics in every
-  replica).
+  replica);
+* ``--bias-exchange FILE``: a ``*-bias-exchange-reference.json`` written by
+  ``scripts/analyze_ala2_bias_exchange.py`` from ``scripts/run_ala2_bias_exchange.py``
+  (replica exchange along a flattening bias on phi and psi, GHMC in every replica).
 
-Both samplers have no integrator bias, so both are exact up to statistics; the output
+At least two methods are needed.
+No sampler has an integrator bias, so each is exact up to statistics; the output
 records each method's value, an error that is at least the standard error over its
 independent repeats, their agreement (z between the two), and the combination
 (``openmm_bg.reference.estimates.combine_exact_estimates``).  It refuses a tempering run
@@ -16,7 +20,7 @@ made with an unmetropolized integrator, and fewer than 4 repeats of either metho
 
     python scripts/write_exact_reference.py ala2-vacuum \\
         --bg-chain benchmarks/results/ala2-vacuum-bg-chain \\
-        --tempering runs/ala2-vacuum-pt-ghmc/ala2-vacuum-ghmc-reference.json \\
+        --bias-exchange runs/ala2-vacuum-bx/ala2-vacuum-bias-exchange-reference.json \\
         -o openmm_bg/data/ala2-vacuum-exact-reference.json
 """
 
@@ -77,21 +81,51 @@ def tempering_method(path: Path) -> dict:
     }
 
 
+def bias_exchange_method(path: Path) -> dict:
+    record = json.loads(path.read_text())
+    simulation = record.get("simulation", {})
+    if simulation.get("integrator") != "ghmc":
+        raise ValueError(f"{path}: the bias-exchange run used integrator {simulation.get('integrator')!r}; an exact reference needs 'ghmc'")
+    return {
+        "delta_f_kT": record["delta_f_kT"],
+        "error_kT": record["error_kT"],
+        "repeat_estimates_kT": record["repeat_estimates_kT"],
+        "sampler": "Hamiltonian replica exchange (openmmtools ReplicaExchangeSampler) along a scaled flattening bias "
+                   "on (phi, psi) at 300 K, GHMC in every replica",
+        "iterations_per_repeat": record["iterations_per_repeat"],
+        "scales": record["scales"],
+        "estimator": record["estimator"],
+        "bootstrap_error_by_block_length": record["bootstrap_error_by_block_length"],
+        "energy_evaluations": record["energy_evaluations"],
+        "settings": {k: v for k, v in simulation.items() if k != "bias_table_kjmol"},
+        "source": str(path),
+        "command": "python scripts/run_ala2_bias_exchange.py SYSTEM OUT ... (settings above; the bias table is in the "
+                   "run's settings.json); then python scripts/analyze_ala2_bias_exchange.py OUT ... --prefix PREFIX",
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("system", choices=sorted(PUBLISHED))
     parser.add_argument("--bg-chain", type=Path, required=True)
-    parser.add_argument("--tempering", type=Path, required=True)
+    parser.add_argument("--tempering", type=Path)
+    parser.add_argument("--bias-exchange", type=Path)
     parser.add_argument("-o", "--output", type=Path, required=True)
     args = parser.parse_args(argv)
-    methods = {"bg_chain": bg_chain_method(args.bg_chain), "ghmc_tempering": tempering_method(args.tempering)}
+    methods = {"bg_chain": bg_chain_method(args.bg_chain)}
+    if args.tempering:
+        methods["ghmc_tempering"] = tempering_method(args.tempering)
+    if args.bias_exchange:
+        methods["ghmc_bias_exchange"] = bias_exchange_method(args.bias_exchange)
+    if len(methods) < 2:
+        parser.error("give --tempering or --bias-exchange (or both) besides --bg-chain: an exact reference needs two methods")
     combined = combine_exact_estimates(methods)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or None
     record = {
         "system": args.system,
         "temperature_K": 300.0,
         "definition": "delta_f = F(phi > 0) - F(phi < 0) = -ln(p(phi>0) / p(phi<0)) at 300 K, kT",
-        "exact": "both samplers are Metropolized (no integrator bias): exact up to the statistical error",
+        "exact": "every sampler is Metropolized (no integrator bias): exact up to the statistical error",
         "delta_f_kT": combined["delta_f_kT"],
         "error_kT": combined["error_kT"],
         "error_rule": "each method: max(its bootstrap error, standard error over its independent repeats); combined: "
@@ -108,11 +142,12 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(["python", "scripts/write_exact_reference.py", *(argv if argv is not None else sys.argv[1:])]),
     }
     args.output.write_text(json.dumps(record, indent=1) + "\n")
-    m = record["methods"]
-    print(f"BG chain        {m['bg_chain']['delta_f_kT']:.3f} +- {m['bg_chain']['error_kT']:.3f} kT ({m['bg_chain']['n_repeats']} repeats)")
-    print(f"GHMC tempering  {m['ghmc_tempering']['delta_f_kT']:.3f} +- {m['ghmc_tempering']['error_kT']:.3f} kT ({m['ghmc_tempering']['n_repeats']} repeats)")
-    print(f"agreement       z = {next(iter(combined['pairwise_z'].values())):+.2f} ({'agree' if combined['methods_agree'] else 'DISAGREE'} within 2 sigma)")
-    print(f"combined        {record['delta_f_kT']:.3f} +- {record['error_kT']:.3f} kT -> {args.output}")
+    for name, m in record["methods"].items():
+        print(f"{name:20s} {m['delta_f_kT']:.3f} +- {m['error_kT']:.3f} kT ({m['n_repeats']} repeats)")
+    for pair, z in combined["pairwise_z"].items():
+        print(f"agreement {pair}: z = {z:+.2f}")
+    print(f"{'all agree within 2 sigma' if combined['methods_agree'] else 'DISAGREE'}; "
+          f"combined {record['delta_f_kT']:.3f} +- {record['error_kT']:.3f} kT -> {args.output}")
     return 0 if combined["methods_agree"] else 1
 
 

@@ -106,3 +106,23 @@ def test_writer_records_both_methods_and_refuses_an_unmetropolized_tempering_run
     chain, tempering = _inputs(tmp_path / "langevin", "langevin")
     with pytest.raises(ValueError, match="needs 'ghmc'"):
         script.main(["ala2-vacuum", "--bg-chain", str(chain), "--tempering", str(tempering), "-o", str(out)])
+
+
+def test_writer_takes_a_bias_exchange_run_as_second_method(tmp_path):
+    script = _script()
+    chain, _ = _inputs(tmp_path, "ghmc")
+    bx = tmp_path / "bx-reference.json"
+    record = {"delta_f_kT": 4.63, "error_kT": 0.05, "repeat_estimates_kT": [4.58, 4.62, 4.64, 4.68], "iterations_per_repeat": 10,
+              "scales": [0.0, 1.0], "estimator": "MBAR", "bootstrap_error_by_block_length": {"5": 0.05}, "energy_evaluations": 10,
+              "simulation": {"integrator": "ghmc", "bias_table_kjmol": [[0.0]]}}
+    bx.write_text(json.dumps(record))
+    out = tmp_path / "exact.json"
+    assert script.main(["ala2-vacuum", "--bg-chain", str(chain), "--bias-exchange", str(bx), "-o", str(out)]) == 0
+    written = json.loads(out.read_text())
+    assert set(written["methods"]) == {"bg_chain", "ghmc_bias_exchange"} and written["methods_agree"]
+    assert "bias_table_kjmol" not in written["methods"]["ghmc_bias_exchange"]["settings"]
+    with pytest.raises(SystemExit):  # one method is not a cross-check
+        script.main(["ala2-vacuum", "--bg-chain", str(chain), "-o", str(out)])
+    bx.write_text(json.dumps({**record, "simulation": {"integrator": "langevin"}}))
+    with pytest.raises(ValueError, match="needs 'ghmc'"):
+        script.main(["ala2-vacuum", "--bg-chain", str(chain), "--bias-exchange", str(bx), "-o", str(out)])

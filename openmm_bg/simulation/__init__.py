@@ -1,5 +1,6 @@
-"""Reference simulations with openmmtools: Langevin MD and parallel tempering, both resumable."""
+"""Reference simulations with openmmtools: Langevin MD, parallel tempering and bias exchange, all resumable."""
 
+from .bias_exchange import dihedral_pair_flattening_force, run_bias_exchange, torsion_flattening_force
 from .dynamics import checkpoint_path, run_md
 from .langevin import SeededGHMCMove, SeededLangevinMove, derive_seed, repartition_hydrogen_mass
 from .tempering import TemperingData, energy_evaluations, read_parallel_tempering, run_parallel_tempering
@@ -10,6 +11,9 @@ __all__ = [
     "run_parallel_tempering",
     "read_parallel_tempering",
     "TemperingData",
+    "run_bias_exchange",
+    "torsion_flattening_force",
+    "dihedral_pair_flattening_force",
     "energy_evaluations",
     "SeededLangevinMove",
     "SeededGHMCMove",

@@ -97,17 +97,46 @@ def run_parallel_tempering(
     Path
         ``storage``.
     """
+    from openmmtools import states
+
+    temperatures = np.asarray(temperatures, dtype=np.float64)
+    if temperatures.ndim != 1 or len(temperatures) < 2 or np.any(np.diff(temperatures) <= 0):
+        raise ValueError(f"temperatures must be at least two strictly increasing values in K, got {temperatures.tolist()}")
+
+    def make_states():
+        return [states.ThermodynamicState(system, t * unit.kelvin) for t in temperatures]
+
+    def check_stored(stored_states):
+        stored = np.array([s.temperature.value_in_unit(unit.kelvin) for s in stored_states])
+        if not np.allclose(stored, temperatures):
+            raise ValueError(f"{storage} was run at {stored.tolist()} K, not {temperatures.tolist()} K")
+
+    return _run_exchange(
+        make_states, check_stored, system, positions, storage, n_iterations, steps_per_iteration=steps_per_iteration,
+        timestep=timestep, collision_rate=collision_rate, platform=platform, checkpoint_interval=checkpoint_interval,
+        seed=seed, resume=resume, progress=progress, chunk=chunk, integrator=integrator, desc="PT",
+    )
+
+
+def _run_exchange(
+    make_states, check_stored, system, positions, storage, n_iterations, *, steps_per_iteration, timestep,
+    collision_rate, platform, checkpoint_interval, seed, resume, progress, chunk, integrator, desc,
+) -> Path:
+    """Create or resume a seeded swap-all replica-exchange run over ``make_states()``.
+
+    ``check_stored(states)`` raises if a resumed file's thermodynamic states are not the
+    ones asked for.
+    """
     from openmmtools import cache, states
     from openmmtools.multistate import MultiStateReporter
 
     sampler_class = _seeded_sampler_class()
     storage = Path(storage)
-    temperatures = np.asarray(temperatures, dtype=np.float64)
-    if temperatures.ndim != 1 or len(temperatures) < 2 or np.any(np.diff(temperatures) <= 0):
-        raise ValueError(f"temperatures must be at least two strictly increasing values in K, got {temperatures.tolist()}")
     xyz = np.asarray(positions, dtype=np.float64)
     if xyz.shape != (system.getNumParticles(), 3):
         raise ValueError(f"positions must have shape ({system.getNumParticles()}, 3), got {xyz.shape}")
+    if not np.all(np.isfinite(xyz)):
+        raise ValueError("positions contain NaN or infinite values")
     n_iterations = ensure_count(n_iterations, "n_iterations")
     steps_per_iteration = ensure_count(steps_per_iteration, "steps_per_iteration")
     checkpoint_interval = ensure_count(checkpoint_interval, "checkpoint_interval")
@@ -126,9 +155,7 @@ def run_parallel_tempering(
             raise FileExistsError(f"{storage} exists; pass resume=True to continue it")
         reporter = MultiStateReporter(str(storage), open_mode="a", checkpoint_interval=checkpoint_interval)
         sampler = sampler_class.from_storage(reporter)
-        stored_temperatures = np.array([s.temperature.value_in_unit(unit.kelvin) for s in sampler._thermodynamic_states])
-        if not np.allclose(stored_temperatures, temperatures):
-            raise ValueError(f"{storage} was run at {stored_temperatures.tolist()} K, not {temperatures.tolist()} K")
+        check_stored(sampler._thermodynamic_states)
         start = sampler.iteration
         stored = {type(move).__name__ for move in _moves(sampler._mcmc_moves)}
         if stored != {INTEGRATORS[integrator].__name__}:
@@ -145,10 +172,9 @@ def run_parallel_tempering(
             mcmc_moves=move, number_of_iterations=n_iterations, replica_mixing_scheme="swap-all",
             online_analysis_interval=None,
         )
-        thermodynamic_states = [states.ThermodynamicState(system, t * unit.kelvin) for t in temperatures]
         sampler_state = states.SamplerState(xyz * unit.nanometer)
         reporter = MultiStateReporter(str(storage), checkpoint_interval=checkpoint_interval)
-        sampler.create(thermodynamic_states, sampler_state, reporter)
+        sampler.create(make_states(), sampler_state, reporter)
         start = 0
     sampler.swap_seed = int(seed)
     sampler.energy_context_cache = energy_cache
@@ -157,7 +183,7 @@ def run_parallel_tempering(
     # platform, a Context built later reseeds the process-wide random numbers of the dynamics.
     energy_cache.get_context(sampler._thermodynamic_states[0])
 
-    bar = _progress(total=n_iterations, initial=start, enabled=progress, desc=f"PT {storage.name}")
+    bar = _progress(total=n_iterations, initial=start, enabled=progress, desc=f"{desc} {storage.name}")
     try:
         while sampler.iteration < sampler.number_of_iterations:
             before = sampler.iteration
@@ -253,6 +279,9 @@ class TemperingData:
         Positions at the checkpoint iterations ``checkpoint_iterations``.
     checkpoint_iterations : int ndarray, shape (n_checkpoints,)
     steps_per_iteration : int
+    bias_scales : ndarray, shape (n_states,), or None
+        The bias scale of each state of a run by
+        :func:`~openmm_bg.simulation.bias_exchange.run_bias_exchange`; None for parallel tempering.
     """
 
     temperatures: np.ndarray
@@ -261,6 +290,7 @@ class TemperingData:
     positions: np.ndarray | None
     checkpoint_iterations: np.ndarray
     steps_per_iteration: int
+    bias_scales: np.ndarray | None = None
 
     @property
     def n_iterations(self) -> int:
@@ -317,6 +347,7 @@ def read_parallel_tempering(storage: str | os.PathLike, positions: bool = True) 
     try:
         thermodynamic_states, _ = reporter.read_thermodynamic_states()
         temperatures = np.array([s.temperature.value_in_unit(unit.kelvin) for s in thermodynamic_states])
+        scales = [getattr(s, "bias_scale", None) for s in thermodynamic_states]
         moves = reporter.read_mcmc_moves()
     finally:
         reporter.close()
@@ -328,7 +359,8 @@ def read_parallel_tempering(storage: str | os.PathLike, positions: bool = True) 
             n_checkpoints = min(len(stored), nc.variables["positions"].shape[0])
             xyz = np.asarray(nc.variables["positions"][:n_checkpoints], dtype=np.float32)
             stored = stored[:n_checkpoints]
-    return TemperingData(temperatures, replica_states, energies, xyz, stored, steps)
+    bias_scales = None if any(v is None for v in scales) else np.array(scales, dtype=np.float64)
+    return TemperingData(temperatures, replica_states, energies, xyz, stored, steps, bias_scales)
 
 
 def _moves_first(moves):
