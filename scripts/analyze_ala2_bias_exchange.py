@@ -121,7 +121,7 @@ def main() -> None:
                                               n_bootstrap=args.n_bootstrap, seed=args.seed)
     plateau = {}
     for length in (args.block_length // 2, args.block_length * 2):
-        if n_iter - args.discard >= 4 * length:
+        if length >= 1 and n_iter - args.discard >= 4 * length:
             plateau[str(length)] = tempering_free_energy_difference(
                 u, negative, positive, block_length=length, n_bootstrap=args.n_bootstrap // 2, seed=args.seed).bootstrap_error
     crossings = [[int(np.abs(np.diff((data["phi"][r, kept, k] > 0).astype(int))).sum()) for k in range(n_states)]

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +57,7 @@ def tempering_surface(n_bins: int, thin: int = 10, discard: int = 500) -> np.nda
     psi = by_state(data["psi"][:, discard::thin]).reshape(-1)
     return weighted_dihedral_surface(phi, psi, weights, n_bins=n_bins)
 from openmm_bg.simulation.langevin import repartition_hydrogen_mass
+from openmm_bg.simulation.rounds import grow_in_rounds
 
 
 def main() -> None:
@@ -115,21 +115,11 @@ def main() -> None:
             if not np.allclose(np.asarray(old[key], dtype=float), np.asarray(settings[key], dtype=float)):
                 raise SystemExit(f"{args.out} was started with {key} = {old[key]}, not {settings[key]}; use another folder")
     settings_file.write_text(json.dumps(settings, indent=1))
-    log = open(args.out / "rounds.log", "a")
-    for target in range(args.round, args.iterations + args.round, args.round):
-        target = min(target, args.iterations)
-        for r in range(args.repeats):
-            t0 = time.time()
-            run_bias_exchange(
-                system, mol.positions, bias, scales, args.temperature, args.out / f"repeat{r}.nc", target,
-                steps_per_iteration=args.steps, timestep=args.timestep, platform=args.platform,
-                seed=args.seed + r, progress=False, integrator="ghmc",
-            )
-            print(f"{time.strftime('%H:%M:%S')} repeat {r} reached {target} iterations ({time.time() - t0:.0f} s)", file=log, flush=True)
-        if (args.out / "STOP").exists():
-            print("STOP file found; ending after this round", file=log, flush=True)
-            break
-
+    grow_in_rounds(args.out, range(args.repeats), args.iterations, args.round, lambda r, target: run_bias_exchange(
+        system, mol.positions, bias, scales, args.temperature, args.out / f"repeat{r}.nc", target,
+        steps_per_iteration=args.steps, timestep=args.timestep, platform=args.platform,
+        seed=args.seed + r, progress=False, integrator="ghmc",
+    ))
 
 if __name__ == "__main__":
     main()

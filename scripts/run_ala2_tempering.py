@@ -29,12 +29,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 
 from openmm_bg.simulation.langevin import repartition_hydrogen_mass
+from openmm_bg.simulation.rounds import grow_in_rounds
 from openmm_bg.simulation.tempering import run_parallel_tempering
 from openmm_bg.molecules.systems import get_system
 
@@ -68,21 +68,11 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     settings = dict(vars(args), out=str(args.out), temperatures=temperatures.tolist(), platform=platform)
     (args.out / "settings.json").write_text(json.dumps(settings, indent=1))
-    log = open(args.out / "rounds.log", "a")
-    for target in range(args.round, args.iterations + args.round, args.round):
-        target = min(target, args.iterations)
-        for r in range(args.repeats):
-            t0 = time.time()
-            run_parallel_tempering(
-                system, mol.positions, temperatures, args.out / f"repeat{r}.nc", target,
-                steps_per_iteration=args.steps, timestep=args.timestep, collision_rate=args.friction, platform=platform,
-                seed=args.seed + r, progress=False, integrator=args.integrator,
-            )
-            print(f"{time.strftime('%H:%M:%S')} repeat {r} reached {target} iterations ({time.time() - t0:.0f} s)", file=log, flush=True)
-        if (args.out / "STOP").exists():
-            print("STOP file found; ending after this round", file=log, flush=True)
-            break
-
+    grow_in_rounds(args.out, range(args.repeats), args.iterations, args.round, lambda r, target: run_parallel_tempering(
+        system, mol.positions, temperatures, args.out / f"repeat{r}.nc", target,
+        steps_per_iteration=args.steps, timestep=args.timestep, collision_rate=args.friction, platform=platform,
+        seed=args.seed + r, progress=False, integrator=args.integrator,
+    ))
 
 if __name__ == "__main__":
     main()

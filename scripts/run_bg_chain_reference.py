@@ -37,7 +37,6 @@ import hashlib
 import json
 import math
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -200,17 +199,8 @@ def main() -> None:
         return
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     (args.out / "settings.json").write_text(json.dumps(settings, indent=1))
-    with open(args.out / "rounds.log", "a") as log:
-        for target in range(args.round, args.cycles + args.round, args.round):
-            target = min(target, args.cycles)
-            for repeat in range(args.repeats):
-                t0 = time.time()
-                held = run_round(args, molecule, generator, generator_hash, repeat, target)
-                print(f"{time.strftime('%H:%M:%S')} repeat {repeat} holds {held} cycles ({time.time() - t0:.0f} s)", file=log, flush=True)
-            if (args.out / "STOP").exists():
-                print("STOP file found; ending after this round", file=log, flush=True)
-                break
-
+    grow_in_rounds(args.out, range(args.repeats), args.cycles, args.round,
+                   lambda r, target: f"holds {run_round(args, molecule, generator, generator_hash, r, target)} cycles")
 
 if __name__ == "__main__":
     main()

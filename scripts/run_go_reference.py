@@ -39,11 +39,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
+from openmm_bg.simulation.rounds import grow_in_rounds
 from openmm_bg.molecules.go_model import DEFAULT_EPSILON, GO_STATES, build_go_model
 from openmm_bg.molecules.states import parse_state
 from openmm_bg.reference.bundled import bundled_path
@@ -85,21 +85,12 @@ def run(args: argparse.Namespace, go, temperatures: np.ndarray) -> None:
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     name = "settings.json" if args.first_repeat == 0 else f"settings_from{args.first_repeat}.json"
     (args.out / name).write_text(json.dumps(dict(settings, temperatures=temperatures.tolist()), indent=1))
-    with open(args.out / "rounds.log", "a") as log:
-        for target in range(args.round, args.iterations + args.round, args.round):
-            target = min(target, args.iterations)
-            for r in range(args.first_repeat, args.first_repeat + args.repeats):
-                t0 = time.time()
-                run_parallel_tempering(
-                    go.system, go.positions, temperatures, args.out / f"repeat{r}.nc", target,
-                    steps_per_iteration=args.steps, timestep=args.timestep, collision_rate=args.friction,
-                    platform="Reference", checkpoint_interval=1, seed=args.seed + r, progress=False, integrator="ghmc",
-                )
-                print(f"{time.strftime('%H:%M:%S')} repeat {r} reached {target} iterations ({time.time() - t0:.0f} s)", file=log, flush=True)
-            if (args.out / "STOP").exists():
-                print("STOP file found; ending after this round", file=log, flush=True)
-                break
-
+    grow_in_rounds(args.out, range(args.first_repeat, args.first_repeat + args.repeats), args.iterations, args.round,
+                   lambda r, target: run_parallel_tempering(
+                       go.system, go.positions, temperatures, args.out / f"repeat{r}.nc", target,
+                       steps_per_iteration=args.steps, timestep=args.timestep, collision_rate=args.friction,
+                       platform="Reference", checkpoint_interval=1, seed=args.seed + r, progress=False, integrator="ghmc",
+                   ))
 
 def folded_fraction_q(args: argparse.Namespace, go) -> tuple[np.ndarray, np.ndarray, int]:
     """Q of every repeat, iteration and temperature (state order), over the length all repeats reached.
