@@ -20,7 +20,15 @@ from .reweighting import (
     state_free_energy_difference,
     weighted_mean,
 )
-from .states import combine_trainings, decorrelated, diagnostic_lines, khat_line, state_free_energy, two_sided_state_free_energy
+from .states import (
+    combine_trainings,
+    decorrelated,
+    diagnostic_lines,
+    khat_line,
+    repeat_standard_error,
+    state_free_energy,
+    two_sided_state_free_energy,
+)
 
 __all__ = [
     "Estimate",
@@ -35,6 +43,7 @@ __all__ = [
     "two_sided_state_free_energy",
     "decorrelated",
     "combine_trainings",
+    "repeat_standard_error",
     "diagnostic_lines",
     "khat_line",
     "UnreliableWeightsWarning",

@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import stats
 
 from .._validation import ensure_count
+from ..analysis.states import repeat_standard_error
 from ..units import kt_kjmol
 
 __all__ = [
@@ -300,9 +300,8 @@ def combine_exact_estimates(estimates: dict[str, dict], min_repeats: int = 4) ->
         value, error = float(record["delta_f_kT"]), float(record["error_kT"])
         if not (np.isfinite(repeats).all() and np.isfinite(value) and np.isfinite(error) and error > 0):
             raise ValueError(f"method {name!r} has a non-finite value or error, or a non-positive error")
-        # with a few repeats their standard error is itself uncertain: scale it so that +-2 errors
-        # cover 95 % under Student's t with n - 1 degrees of freedom (x1.62 for 4 repeats)
-        repeat_error = float(repeats.std(ddof=1) / np.sqrt(repeats.size) * stats.t.ppf(0.975, repeats.size - 1) / stats.norm.ppf(0.975))
+        # with a few repeats their standard error is itself uncertain: +-2 errors cover 95 %
+        repeat_error = repeat_standard_error(repeats)
         methods[name] = {"delta_f_kT": value, "error_kT": max(error, repeat_error), "own_error_kT": error,
                          "repeat_standard_error_kT": repeat_error, "n_repeats": int(repeats.size)}
     values = np.array([m["delta_f_kT"] for m in methods.values()])
