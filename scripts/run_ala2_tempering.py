@@ -44,6 +44,8 @@ def main() -> None:
     parser.add_argument("system", choices=["ala2-vacuum", "ala2-implicit"])
     parser.add_argument("out", type=Path)
     parser.add_argument("--repeats", type=int, default=4)
+    parser.add_argument("--first-repeat", type=int, default=0,
+                        help="index of the first repeat (seed + index): two processes can grow repeats 0-1 and 2-3 of one folder")
     parser.add_argument("--iterations", type=int, default=12000, help="per repeat")
     parser.add_argument("--round", type=int, default=1000)
     parser.add_argument("--t-min", type=float, default=300.0)
@@ -67,12 +69,15 @@ def main() -> None:
     platform = args.platform or mol.platform
     args.out.mkdir(parents=True, exist_ok=True)
     settings = dict(vars(args), out=str(args.out), temperatures=temperatures.tolist(), platform=platform)
-    (args.out / "settings.json").write_text(json.dumps(settings, indent=1))
-    grow_in_rounds(args.out, range(args.repeats), args.iterations, args.round, lambda r, target: run_parallel_tempering(
+    name = "settings.json" if args.first_repeat == 0 else f"settings_from{args.first_repeat}.json"
+    (args.out / name).write_text(json.dumps(settings, indent=1))
+    repeats = range(args.first_repeat, args.first_repeat + args.repeats)
+    grow_in_rounds(args.out, repeats, args.iterations, args.round, lambda r, target: run_parallel_tempering(
         system, mol.positions, temperatures, args.out / f"repeat{r}.nc", target,
         steps_per_iteration=args.steps, timestep=args.timestep, collision_rate=args.friction, platform=platform,
         seed=args.seed + r, progress=False, integrator=args.integrator,
     ))
+
 
 if __name__ == "__main__":
     main()
