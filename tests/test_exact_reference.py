@@ -126,3 +126,19 @@ def test_writer_takes_a_bias_exchange_run_as_second_method(tmp_path):
     bx.write_text(json.dumps({**record, "simulation": {"integrator": "langevin"}}))
     with pytest.raises(ValueError, match="needs 'ghmc'"):
         script.main(["ala2-vacuum", "--bg-chain", str(chain), "--bias-exchange", str(bx), "-o", str(out)])
+
+
+def test_calibration_reads_an_exact_reference_or_a_bg_chain_analysis(tmp_path):
+    from benchmarks.calibration import load_ala2_reference
+    from openmm_bg.analysis import repeat_standard_error
+
+    exact = tmp_path / "exact.json"
+    exact.write_text(json.dumps({"delta_f_kT": 4.62, "error_kT": 0.04}))
+    assert load_ala2_reference(exact)["error_kT"] == 0.04
+    chain = tmp_path / "analysis.json"
+    deltas = [4.5, 4.7, 4.55, 4.75]
+    chain.write_text(json.dumps({"delta_f_kT": 4.625, "error_bootstrap_kT": 0.01, "repeats": [{"delta_f": d} for d in deltas]}))
+    assert load_ala2_reference(chain)["error_kT"] == pytest.approx(repeat_standard_error(deltas))  # the spread, not the bootstrap
+    (tmp_path / "bad.json").write_text(json.dumps({"delta_f_kT": 4.6}))
+    with pytest.raises(ValueError, match="neither"):
+        load_ala2_reference(tmp_path / "bad.json")
