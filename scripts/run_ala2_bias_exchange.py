@@ -8,8 +8,8 @@ sets how fast it mixes.  The surface comes from the bundled parallel-tempering s
 (``ala2-vacuum-pt.npz``, Langevin replicas, so not exact, and need not be), reweighted to
 300 K by MBAR over its temperatures, histogrammed on 36 x 36 cells, smoothed by one cell
 and capped at 14 kT.  A bias on phi alone mixes slowly: phi's barriers are crossed only in
-narrow psi channels (measured: a 1000-iteration trial with ``--bias phi`` put 10x too few
-top-state samples in 0 < phi < 90 deg for a flat profile).
+narrow psi channels (in a 1000-iteration trial with a phi bias, not kept, the top state
+put about ten times fewer samples in 0 < phi < 90 deg than a flat profile would).
 
 The repeats grow together in rounds of ``--round`` iterations (each round resumes every
 repeat), so stopping early still leaves repeats of equal length; rerunning the same
