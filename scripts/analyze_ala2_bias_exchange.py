@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from openmm_bg.molecules.systems import get_system
-from openmm_bg.reference.estimates import tempering_free_energy_difference
+from openmm_bg.reference.estimates import block_length_warning, tempering_free_energy_difference
 from openmm_bg.simulation.bias_exchange import bias_reduced_potentials, split_bias_energies
 from openmm_bg.simulation.tempering import energy_evaluations, read_parallel_tempering
 
@@ -136,6 +136,7 @@ def main() -> None:
         "error_kT": result.error,
         "bootstrap_error_kT": result.bootstrap_error,
         "bootstrap_error_by_block_length": {str(args.block_length): result.bootstrap_error, **plateau},
+        "warnings": [w for w in [block_length_warning({str(args.block_length): result.bootstrap_error, **plateau})] if w],
         "repeat_estimates_kT": result.repeat_estimates.tolist(),
         "repeat_standard_error_kT": result.repeat_error,
         "estimator": "MBAR over all bias states and repeats (pymbar 4); errors: block bootstrap within repeats, "
@@ -160,6 +161,8 @@ def main() -> None:
     }
     out = Path(args.prefix + "-bias-exchange-reference.json")
     out.write_text(json.dumps(reference, indent=1) + "\n")
+    for warning in reference["warnings"]:
+        print(f"warning: {warning}")
     print(json.dumps({k: reference[k] for k in ("delta_f_kT", "error_kT", "bootstrap_error_by_block_length", "repeat_estimates_kT",
                                                  "repeat_standard_error_kT", "unbiased_state_fraction_phi_positive_by_repeat",
                                                  "iterations_per_repeat", "energy_evaluations")}, indent=1))

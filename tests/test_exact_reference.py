@@ -142,3 +142,34 @@ def test_calibration_reads_an_exact_reference_or_a_bg_chain_analysis(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"delta_f_kT": 4.6}))
     with pytest.raises(ValueError, match="neither"):
         load_ala2_reference(tmp_path / "bad.json")
+
+
+def test_block_length_warning_fires_only_when_the_bootstrap_error_still_grows():
+    from openmm_bg.reference.estimates import block_length_warning
+
+    # the tempering run of this session: 0.114 / 0.139 / 0.163 kT at 125 / 250 / 500 iterations
+    message = block_length_warning({"250": 0.139, "125": 0.114, "500": 0.163})
+    assert message is not None and "0.139 at 250, 0.163 at 500" in message
+    assert block_length_warning({"250": 0.139, "500": 0.145, "125": 0.10}) is None  # levelled off
+    assert block_length_warning({"250": 0.139}) is None
+    assert "not usable" in block_length_warning({"250": 0.0, "500": 0.1})
+
+
+def test_block_bootstrap_on_an_ar1_series_levels_off_only_past_its_correlation_time():
+    """An AR(1) series (integrated correlation time ~200 steps): blocks of 10 and 20 are too short (warning), 2000 and 4000 are not."""
+    from openmm_bg.reference.estimates import block_length_warning
+
+    rng = np.random.default_rng(5)
+    n, phi = 400_000, np.exp(-1 / 100)
+    noise = rng.standard_normal(n)
+    x = np.empty(n)
+    x[0] = noise[0]
+    for i in range(1, n):
+        x[i] = phi * x[i - 1] + noise[i]
+
+    def block_error(length):
+        means = x[: n // length * length].reshape(-1, length).mean(axis=1)
+        return means.std(ddof=1) / np.sqrt(len(means))
+
+    assert block_length_warning({10: block_error(10), 20: block_error(20)}) is not None
+    assert block_length_warning({2000: block_error(2000), 4000: block_error(4000)}) is None

@@ -26,6 +26,7 @@ __all__ = [
     "block_average",
     "cold_replica_mean_energy",
     "combine_exact_estimates",
+    "block_length_warning",
 ]
 
 
@@ -315,3 +316,33 @@ def combine_exact_estimates(estimates: dict[str, dict], min_repeats: int = 4) ->
     error = max(float(1.0 / np.sqrt(weights.sum())), float(values.max() - values.min()) / 2)
     return {"delta_f_kT": mean, "error_kT": error, "methods": methods, "pairwise_z": pairwise,
             "methods_agree": bool(all(abs(z) <= 2 for z in pairwise.values()))}
+
+
+def block_length_warning(errors_by_length: dict, tolerance: float = 0.15) -> str | None:
+    """A plain warning when a block bootstrap's error has not levelled off with the block length.
+
+    Blocks shorter than the correlation time make the bootstrap error too small; it then
+    keeps growing as the blocks grow.  Independent repeats still see the full error.
+
+    Parameters
+    ----------
+    errors_by_length : dict
+        block length (int, or a string of one) -> bootstrap error.
+    tolerance : float
+        Largest relative growth from the second-longest to the longest block still read as levelled off.
+
+    Returns
+    -------
+    str or None
+        The warning, or None if the longest two blocks agree (or fewer than two were tried).
+    """
+    pairs = sorted((int(k), float(v)) for k, v in errors_by_length.items())
+    if len(pairs) < 2:
+        return None
+    (short, e_short), (long, e_long) = pairs[-2], pairs[-1]
+    if not (np.isfinite(e_short) and np.isfinite(e_long)) or e_short <= 0:
+        return f"the block-bootstrap errors are not usable ({dict(pairs)}); trust only the spread of independent repeats"
+    if e_long > (1.0 + tolerance) * e_short:
+        return (f"the block-bootstrap error still grows with the block length ({e_short:.3g} at {short}, {e_long:.3g} at {long}): "
+                "correlations outlast the blocks, so the bootstrap error is too small; the spread of independent repeats sets the error")
+    return None
