@@ -254,7 +254,8 @@ def main(args: argparse.Namespace) -> dict:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--systems", nargs="+", default=["double-well", "mueller-brown"], choices=sorted(TOY_SYSTEMS))
+    parser.add_argument("--systems", nargs="*", default=["double-well", "mueller-brown"], choices=sorted(TOY_SYSTEMS),
+                        help="toys to calibrate on (give none, \"--systems\" alone, to score only --ala2)")
     parser.add_argument("--runs", type=int, default=20, help="independent trainings per toy (default 20)")
     parser.add_argument("--first-seed", type=int, default=100)
     parser.add_argument("--full", action="store_true", help="the toy demo's full budget instead of the reduced one")
