@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from openmm_bg.molecules.systems import get_system
-from openmm_bg.reference.estimates import block_length_warning, tempering_free_energy_difference
+from openmm_bg.reference.estimates import bootstrap_errors_by_block_length
 from openmm_bg.simulation.bias_exchange import bias_reduced_potentials, split_bias_energies
 from openmm_bg.simulation.tempering import energy_evaluations, read_parallel_tempering
 
@@ -117,13 +117,8 @@ def main() -> None:
          for r in range(n_repeats)]  # (iterations, sampled state, evaluated state)
     negative = [data["phi"][r, kept] < 0 for r in range(n_repeats)]
     positive = [data["phi"][r, kept] > 0 for r in range(n_repeats)]
-    result = tempering_free_energy_difference(u, negative, positive, block_length=args.block_length,
-                                              n_bootstrap=args.n_bootstrap, seed=args.seed)
-    plateau = {}
-    for length in (args.block_length // 2, args.block_length * 2):
-        if length >= 1 and n_iter - args.discard >= 4 * length:
-            plateau[str(length)] = tempering_free_energy_difference(
-                u, negative, positive, block_length=length, n_bootstrap=args.n_bootstrap // 2, seed=args.seed).bootstrap_error
+    result, block_errors, block_warning = bootstrap_errors_by_block_length(
+        u, negative, positive, args.block_length, args.n_bootstrap, args.seed, n_iter - args.discard)
     crossings = [[int(np.abs(np.diff((data["phi"][r, kept, k] > 0).astype(int))).sum()) for k in range(n_states)]
                  for r in range(n_repeats)]
     reference = {
@@ -135,8 +130,8 @@ def main() -> None:
         "delta_f_kT": result.delta_f,
         "error_kT": result.error,
         "bootstrap_error_kT": result.bootstrap_error,
-        "bootstrap_error_by_block_length": {str(args.block_length): result.bootstrap_error, **plateau},
-        "warnings": [w for w in [block_length_warning({str(args.block_length): result.bootstrap_error, **plateau})] if w],
+        "bootstrap_error_by_block_length": block_errors,
+        "warnings": [block_warning] if block_warning else [],
         "repeat_estimates_kT": result.repeat_estimates.tolist(),
         "repeat_standard_error_kT": result.repeat_error,
         "estimator": "MBAR over all bias states and repeats (pymbar 4); errors: block bootstrap within repeats, "

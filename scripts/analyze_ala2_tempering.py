@@ -21,7 +21,7 @@ import numpy as np
 
 from openmm_bg.simulation.tempering import TemperingData, energy_evaluations, read_parallel_tempering
 from openmm_bg.units import MOLAR_GAS_CONSTANT
-from openmm_bg.reference.estimates import block_length_warning, tempering_free_energy_difference
+from openmm_bg.reference.estimates import bootstrap_errors_by_block_length
 from openmm_bg.molecules.systems import get_system
 
 
@@ -87,17 +87,9 @@ def main() -> None:
     u = [energy[r, kept, :, None] / (MOLAR_GAS_CONSTANT * temperatures)[None, None, :] for r in range(n_repeats)]
     negative = [phi[r, kept] < 0 for r in range(n_repeats)]
     positive = [phi[r, kept] > 0 for r in range(n_repeats)]
-    result = tempering_free_energy_difference(
-        u, negative, positive, block_length=args.block_length // args.thin, n_bootstrap=args.n_bootstrap, seed=args.seed
-    )
-    # Error check at other block lengths: the bootstrap error should plateau.
-    plateau = {}
-    for length in (args.block_length // 2, args.block_length * 2):
-        if (n_iter - args.discard) >= 4 * length:
-            plateau[str(length)] = tempering_free_energy_difference(
-                u, negative, positive, block_length=length // args.thin, n_bootstrap=args.n_bootstrap // 2,
-                seed=args.seed,
-            ).bootstrap_error
+    # the bootstrap error should level off with the block length; checked at half and twice it
+    result, block_errors, block_warning = bootstrap_errors_by_block_length(
+        u, negative, positive, args.block_length, args.n_bootstrap, args.seed, n_iter - args.discard, thin=args.thin)
     direct = [float(np.mean(phi[r, args.discard :, 0] > 0)) for r in range(n_repeats)]
     reference = {
         "system": args.system,
@@ -106,8 +98,8 @@ def main() -> None:
         "delta_f_kT": result.delta_f,
         "error_kT": result.error,
         "bootstrap_error_kT": result.bootstrap_error,
-        "bootstrap_error_by_block_length": {str(args.block_length): result.bootstrap_error, **plateau},
-        "warnings": [w for w in [block_length_warning({str(args.block_length): result.bootstrap_error, **plateau})] if w],
+        "bootstrap_error_by_block_length": block_errors,
+        "warnings": [block_warning] if block_warning else [],
         "repeat_estimates_kT": result.repeat_estimates.tolist(),
         "repeat_standard_error_kT": result.repeat_error,
         "estimator": "MBAR over all temperatures and repeats (pymbar 4); errors: block bootstrap within repeats, "

@@ -173,3 +173,17 @@ def test_block_bootstrap_on_an_ar1_series_levels_off_only_past_its_correlation_t
 
     assert block_length_warning({10: block_error(10), 20: block_error(20)}) is not None
     assert block_length_warning({2000: block_error(2000), 4000: block_error(4000)}) is None
+
+
+def test_bootstrap_errors_by_block_length_tries_half_and_twice_where_four_blocks_fit():
+    from openmm_bg.reference.estimates import block_length_warning, bootstrap_errors_by_block_length
+
+    rng = np.random.default_rng(3)
+    n = 400
+    u = [rng.normal(size=(n, 2, 2)) for _ in range(2)]
+    phi = [rng.normal(size=(n, 2)) for _ in range(2)]
+    result, errors, warning = bootstrap_errors_by_block_length(u, [p < 0 for p in phi], [p > 0 for p in phi], 50, 20, 0, n)
+    assert list(errors) == ["50", "25", "100"] and errors["50"] == result.bootstrap_error
+    assert warning == block_length_warning(errors)
+    _, errors, _ = bootstrap_errors_by_block_length(u, [p < 0 for p in phi], [p > 0 for p in phi], 150, 20, 0, n)
+    assert list(errors) == ["150", "75"]  # 4 blocks of 300 do not fit in 400

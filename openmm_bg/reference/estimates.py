@@ -27,6 +27,7 @@ __all__ = [
     "cold_replica_mean_energy",
     "combine_exact_estimates",
     "block_length_warning",
+    "bootstrap_errors_by_block_length",
 ]
 
 
@@ -346,3 +347,31 @@ def block_length_warning(errors_by_length: dict, tolerance: float = 0.15) -> str
         return (f"the block-bootstrap error still grows with the block length ({e_short:.3g} at {short}, {e_long:.3g} at {long}): "
                 "correlations outlast the blocks, so the bootstrap error is too small; the spread of independent repeats sets the error")
     return None
+
+
+def bootstrap_errors_by_block_length(
+    reduced_potentials, in_a, in_b, block_length: int, n_bootstrap: int, seed: int, n_iterations: int, thin: int = 1,
+) -> tuple[TemperingFreeEnergy, dict[str, float], str | None]:
+    """:func:`tempering_free_energy_difference` at ``block_length``, with the check at half and twice it.
+
+    Block lengths are in iterations of the run; the arrays hold every ``thin``-th kept
+    iteration, ``n_iterations`` kept iterations per repeat before thinning.  The other two
+    lengths are tried with half the resamples, where at least four blocks fit.
+
+    Returns
+    -------
+    result : TemperingFreeEnergy
+    errors : dict
+        block length (str) -> bootstrap error, ``block_length`` first.
+    warning : str or None
+        :func:`block_length_warning` of ``errors``.
+    """
+    result = tempering_free_energy_difference(reduced_potentials, in_a, in_b, block_length=block_length // thin,
+                                              n_bootstrap=n_bootstrap, seed=seed)
+    errors = {str(block_length): result.bootstrap_error}
+    for length in (block_length // 2, block_length * 2):
+        if length // thin >= 1 and n_iterations >= 4 * length:
+            errors[str(length)] = tempering_free_energy_difference(
+                reduced_potentials, in_a, in_b, block_length=length // thin, n_bootstrap=n_bootstrap // 2, seed=seed,
+            ).bootstrap_error
+    return result, errors, block_length_warning(errors)
