@@ -88,3 +88,28 @@ def test_ghmc_replicas_sample_the_exact_potential_energy(tmp_path):
                                steps_per_iteration=20, timestep=0.01, seed=3, progress=False)
     with pytest.raises(ValueError, match="integrator must be one of"):
         run_parallel_tempering(harmonic(), np.array([[0.01, 0.0, 0.0]]), [300.0, 450.0], tmp_path / "y.nc", 2, integrator="verlet")
+
+
+def test_hmc_replicas_sample_the_exact_potential_energy_from_one_start_per_state(tmp_path):
+    """Hybrid Monte Carlo in every replica (10 fs steps, 20-step trajectories), each replica
+    started from its own configuration: the mean reduced potential in each state is 3/2
+    within NSIGMA standard errors, and a resumed run refuses another integrator."""
+    from helpers import NSIGMA
+
+    path = tmp_path / "hmc.nc"
+    starts = np.array([[[0.01, 0.0, 0.0]], [[0.0, 0.02, 0.0]], [[0.0, 0.0, -0.03]]])
+    run_parallel_tempering(harmonic(), starts, [300.0, 450.0, 600.0], path, 400, steps_per_iteration=40,
+                           trajectory_steps=20, timestep=0.01, seed=3, progress=False, integrator="hmc")
+    data = read_parallel_tempering(path)
+    np.testing.assert_allclose(data.positions[0, :, 0], starts[:, 0], atol=1e-6)
+    u = data.reduced_potentials[1:]
+    states = data.replica_states[1:]
+    for k in range(3):
+        own = u[:, :, k][states == k]
+        assert abs(own.mean() - 1.5) < NSIGMA * own.std() / np.sqrt(own.size), (k, own.mean())
+    assert data.steps_per_iteration == 40
+    with pytest.raises(ValueError, match="was run with .*SeededHMCMove.*not SeededGHMCMove"):
+        run_parallel_tempering(harmonic(), starts[0], [300.0, 450.0, 600.0], path, 401, steps_per_iteration=40,
+                               timestep=0.01, seed=3, progress=False, integrator="ghmc")
+    with pytest.raises(ValueError, match=r"positions must have shape \(1, 3\) or \(3, 1, 3\)"):
+        run_parallel_tempering(harmonic(), starts[:2], [300.0, 450.0, 600.0], tmp_path / "z.nc", 2, integrator="hmc")

@@ -1,8 +1,10 @@
-"""Reference simulations with openmmtools: Langevin MD, parallel tempering and bias exchange, all resumable."""
+"""Reference simulations with openmmtools: Langevin MD, GHMC and HMC, parallel tempering and bias exchange, all resumable."""
 
 from .bias_exchange import dihedral_pair_flattening_force, run_bias_exchange, torsion_flattening_force
 from .dynamics import checkpoint_path, run_md
+from .hmc import SeededHMCMove
 from .langevin import SeededGHMCMove, SeededLangevinMove, derive_seed, repartition_hydrogen_mass
+from .segments import export_segment, read_segments
 from .tempering import TemperingData, energy_evaluations, read_parallel_tempering, run_parallel_tempering
 
 __all__ = [
@@ -17,6 +19,9 @@ __all__ = [
     "energy_evaluations",
     "SeededLangevinMove",
     "SeededGHMCMove",
+    "SeededHMCMove",
+    "export_segment",
+    "read_segments",
     "derive_seed",
     "repartition_hydrogen_mass",
 ]
