@@ -1,6 +1,7 @@
 """Condense alanine-dipeptide parallel-tempering repeats into bundled data and a reference free energy.
 
-Reads ``repeat*.nc`` written by scripts/run_ala2_tempering.py, and writes
+Reads ``repeat*.nc`` written by scripts/run_ala2_tempering.py, or the committed segments
+``repeat<r>/segment<k>.npz`` of its ``--results`` folder, and writes
 
 * ``<name>-pt.npz``: per repeat, iteration and temperature (state order): phi and psi
   (radians, float32) and the potential energy (kJ/mol, float64) of the configuration;
@@ -25,7 +26,33 @@ from openmm_bg.reference.estimates import bootstrap_errors_by_block_length
 from openmm_bg.molecules.systems import get_system
 
 
+def condense_segments(folder: Path) -> dict:
+    """The same arrays from the committed segments of every ``repeat<r>`` in ``folder``."""
+    from openmm_bg.simulation.segments import read_segments
+
+    indices = sorted(int(d.name[len("repeat"):]) for d in folder.glob("repeat*") if d.is_dir() and (d / "segment0.npz").is_file())
+    runs = [read_segments(folder, r) for r in indices]
+    n = min(len(run.potential_energy) for run in runs)
+    for run in runs:
+        if not np.allclose(run.temperatures, runs[0].temperatures) or run.steps_per_iteration != runs[0].steps_per_iteration:
+            raise ValueError("repeats must share temperatures and steps per iteration")
+    n_states = len(runs[0].temperatures)
+    return dict(
+        temperatures=runs[0].temperatures,
+        potential_energy=np.stack([run.potential_energy[:n] for run in runs]).astype(np.float32),
+        phi=np.stack([run.collective_variables["phi"][:n] for run in runs]).astype(np.float32),
+        psi=np.stack([run.collective_variables["psi"][:n] for run in runs]).astype(np.float32),
+        steps_per_iteration=runs[0].steps_per_iteration,
+        settings=json.loads((folder / "settings.json").read_text()),
+        files=[f"repeat{r}/segment{k}.npz" for r, run in zip(indices, runs) for k in range(len(run.seeds))],
+        # each repeat's cost over the rows kept (equal per-iteration cost within a repeat)
+        energy_evaluations=int(sum(n_states + run.force_evaluations * (n - 1) / max(run.iterations, 1) for run in runs)),
+    )
+
+
 def condense(folder: Path, system_name: str) -> dict:
+    if any(folder.glob("repeat*/segment0.npz")):
+        return condense_segments(folder)
     mol = get_system(system_name)
     files = [f for f in folder.glob("repeat*.nc") if not f.stem.endswith("_checkpoint")]
     files.sort(key=lambda p: int(p.stem.replace("repeat", "")))
@@ -78,6 +105,7 @@ def main() -> None:
     data = condense(args.folder, args.system)
     settings = data.pop("settings")
     files = data.pop("files")
+    evaluations = data.pop("energy_evaluations", None)
     npz = Path(args.prefix + "-pt.npz")
     np.savez_compressed(npz, **{k: v for k, v in data.items()})
 
@@ -115,7 +143,8 @@ def main() -> None:
         "n_repeats": int(n_repeats),
         "temperatures_K": temperatures.tolist(),
         "direct_300K_fraction_phi_positive_by_repeat": direct,
-        "energy_evaluations": energy_evaluations(n_iter - 1, n_states, data["steps_per_iteration"]) * n_repeats,
+        "energy_evaluations": evaluations if evaluations is not None
+        else energy_evaluations(n_iter - 1, n_states, data["steps_per_iteration"]) * n_repeats,
         "energy_evaluations_note": "per repeat: iterations x replicas x (steps + 1 final-state energy + 1 swap-matrix "
         "energy) + initial matrix; summed over repeats, equilibration included",
         "simulation": settings,

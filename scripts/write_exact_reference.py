@@ -5,8 +5,8 @@ Inputs (both from the project's own scripts; see their docstrings):
 * ``--bg-chain DIR``: ``scripts/run_bg_chain_reference.py`` chains (BG moves mixed with GHMC),
   read through its ``analysis.json`` (``--analyze``) and ``settings.json``;
 * ``--tempering FILE``: a ``*-reference.json`` written by ``scripts/analyze_ala2_tempering.py``
-  from ``scripts/run_ala2_tempering.py --integrator ghmc`` (Metropolized dynamics in every
-  replica);
+  from ``scripts/run_ala2_tempering.py --integrator hmc`` or ``--integrator ghmc``
+  (Metropolized dynamics in every replica);
 * ``--bias-exchange FILE``: a ``*-bias-exchange-reference.json`` written by
   ``scripts/analyze_ala2_bias_exchange.py`` from ``scripts/run_ala2_bias_exchange.py``
   (replica exchange along a flattening bias on phi and psi, GHMC in every replica).
@@ -59,16 +59,22 @@ def bg_chain_method(folder: Path) -> dict:
     }
 
 
+#: the tempering dynamics that are exact, and how the record names them
+EXACT_TEMPERING = {"ghmc": "GHMC", "hmc": "hybrid Monte Carlo (velocity Verlet, Metropolized trajectories)"}
+
+
 def tempering_method(path: Path) -> dict:
     record = json.loads(path.read_text())
     simulation = record.get("simulation", {})
-    if simulation.get("integrator") != "ghmc":
-        raise ValueError(f"{path}: the tempering run used integrator {simulation.get('integrator')!r}; an exact reference needs 'ghmc'")
+    integrator = simulation.get("integrator")
+    if integrator not in EXACT_TEMPERING:
+        raise ValueError(f"{path}: the tempering run used integrator {integrator!r}; an exact reference needs one of "
+                         f"{sorted(EXACT_TEMPERING)}")
     return {
         "delta_f_kT": record["delta_f_kT"],
         "error_kT": record["error_kT"],
         "repeat_estimates_kT": record["repeat_estimates_kT"],
-        "sampler": "parallel tempering (openmmtools ReplicaExchangeSampler) with GHMC in every replica",
+        "sampler": f"parallel tempering (openmmtools ReplicaExchangeSampler) with {EXACT_TEMPERING[integrator]} in every replica",
         "iterations_per_repeat": record["iterations_per_repeat"],
         "temperatures_K": record["temperatures_K"],
         "estimator": record["estimator"],
@@ -76,7 +82,7 @@ def tempering_method(path: Path) -> dict:
         "energy_evaluations": record["energy_evaluations"],
         "settings": simulation,
         "source": str(path),
-        "command": "python scripts/run_ala2_tempering.py SYSTEM OUT --integrator ghmc ... (settings above); "
+        "command": f"python scripts/run_ala2_tempering.py SYSTEM OUT --integrator {integrator} ... (settings above); "
                    "then python scripts/analyze_ala2_tempering.py OUT PREFIX",
     }
 
@@ -114,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     methods = {"bg_chain": bg_chain_method(args.bg_chain)}
     if args.tempering:
-        methods["ghmc_tempering"] = tempering_method(args.tempering)
+        tempering = tempering_method(args.tempering)
+        methods[f"{tempering['settings']['integrator']}_tempering"] = tempering
     if args.bias_exchange:
         methods["ghmc_bias_exchange"] = bias_exchange_method(args.bias_exchange)
     if len(methods) < 2:

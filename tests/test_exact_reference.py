@@ -102,9 +102,13 @@ def test_writer_records_both_methods_and_refuses_an_unmetropolized_tempering_run
     assert set(record["methods"]) == {"bg_chain", "ghmc_tempering"} and record["methods_agree"]
     assert all(m["n_repeats"] == 4 for m in record["methods"].values())
     assert record["published_kT"] == 4.65 and "constraints" in record["published_note"]
+    (tmp_path / "hmc").mkdir()
+    chain, tempering = _inputs(tmp_path / "hmc", "hmc")
+    assert script.main(["ala2-vacuum", "--bg-chain", str(chain), "--tempering", str(tempering), "-o", str(out)]) == 0
+    assert "hybrid Monte Carlo" in json.loads(out.read_text())["methods"]["hmc_tempering"]["sampler"]
     (tmp_path / "langevin").mkdir()
     chain, tempering = _inputs(tmp_path / "langevin", "langevin")
-    with pytest.raises(ValueError, match="needs 'ghmc'"):
+    with pytest.raises(ValueError, match=r"needs one of \['ghmc', 'hmc'\]"):
         script.main(["ala2-vacuum", "--bg-chain", str(chain), "--tempering", str(tempering), "-o", str(out)])
 
 
