@@ -11,8 +11,8 @@ residues, and writes a PDB whose hydrogens carry Amber names (matched by amber14
 
 from __future__ import annotations
 
+import argparse
 import os
-import sys
 
 import numpy as np
 import openmm.app as app
@@ -82,4 +82,6 @@ def main(out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "data/trpzip2-implicit.pdb")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", nargs="?", default="data/trpzip2-implicit.pdb", help="PDB file to write")
+    main(parser.parse_args().out)
