@@ -476,3 +476,34 @@ def test_replica_exchange_writes_storage_and_resumes(tmp_path):
     assert all(m.n_accepted == m.n_proposed for m in moves)
     assert len({m._spawn_key for m in moves}) == 2, "the restored per-state copies share a random stream"
     resumed._reporter.close()
+
+
+def test_move_refuses_a_checkpoint_of_another_molecule_with_as_many_particles(tmp_path, context_cache):
+    """A checkpoint that stores its molecule (as every trained one does) is checked against the
+    System before any step: other charges on the same particle count are refused, the state
+    untouched; the same molecule with heavier hydrogens and a restraint is accepted."""
+    from openmm_bg.molecules import get_system
+    from openmm_bg.molecules.loading import checkpoint_metadata
+    from openmm_bg.simulation.langevin import repartition_hydrogen_mass
+
+    ala2 = get_system("ala2-vacuum")
+    path = save_generator(realnvp_generator(event_shape=[ala2.n_atoms, 3], n_blocks=1, hidden=[8], sigma=0.1), tmp_path / "bg.pt",
+                          "openmm_bg.generator.recipes.realnvp_generator", dict(event_shape=[ala2.n_atoms, 3], n_blocks=1, hidden=[8], sigma=0.1),
+                          metadata=checkpoint_metadata(ala2))
+    other = copy.deepcopy(ala2.system)
+    nonbonded = next(f for f in other.getForces() if isinstance(f, openmm.NonbondedForce))
+    q, sigma, eps = nonbonded.getParticleParameters(4)
+    nonbonded.setParticleParameters(4, -q, sigma, eps)
+    sampler = states.SamplerState(ala2.positions * unit.nanometer)
+    before = sampler.positions.copy()
+    move = BoltzmannGeneratorMove(path, n_proposals=2, seed=0)
+    with pytest.raises(ValueError, match=r"trained for another molecule \(ala2-vacuum, stored in .*bg.pt\): particle 4 has"):
+        move.apply(states.ThermodynamicState(other, TEMPERATURE), sampler, context_cache)
+    assert move.statistics["n_proposed"] == 0 and np.array_equal(sampler.positions, before)
+
+    same = repartition_hydrogen_mass(ala2.system, ala2.openmm_topology, 3.0)
+    restraint = openmm.CustomExternalForce("0.1*x^2")
+    restraint.addParticle(0, [])
+    same.addForce(restraint)
+    move.apply(states.ThermodynamicState(same, TEMPERATURE), sampler, context_cache)
+    assert move.statistics["n_proposed"] == 2

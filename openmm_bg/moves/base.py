@@ -61,6 +61,37 @@ def _load_cached(path: Path) -> BoltzmannGenerator:
     return _GENERATOR_CACHE[key]
 
 
+# per checkpoint file: the per-particle nonbonded parameters of the molecule it stores (None: none stored)
+_STORED_NONBONDED: dict[tuple[str, int, int], tuple[str, np.ndarray | None]] = {}
+
+
+def _nonbonded_parameters(system: openmm.System) -> np.ndarray | None:
+    """(charge e, sigma nm, epsilon kJ/mol) of every particle in the first NonbondedForce, or None."""
+    for force in system.getForces():
+        if isinstance(force, openmm.NonbondedForce):
+            rows = [force.getParticleParameters(i) for i in range(force.getNumParticles())]
+            return np.array([[q.value_in_unit(unit.elementary_charge), s.value_in_unit(unit.nanometer), e.value_in_unit(unit.kilojoule_per_mole)]
+                             for q, s, e in rows])
+    return None
+
+
+def _stored_nonbonded(path: Path) -> tuple[str, np.ndarray | None]:
+    """The name and nonbonded parameters of the molecule a generator checkpoint stores."""
+    path = path.resolve()
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    if key not in _STORED_NONBONDED:
+        state = read_torch_file(path, "generator checkpoint of the move")
+        metadata = state.get("metadata", {}) if isinstance(state, dict) else {}
+        molecule = metadata.get("molecule") if isinstance(metadata, dict) else None
+        xml = molecule.get("system_xml") if isinstance(molecule, dict) else None
+        if xml:
+            _STORED_NONBONDED[key] = (str(molecule.get("name", "?")), _nonbonded_parameters(openmm.XmlSerializer.deserialize(xml)))
+        else:
+            _STORED_NONBONDED[key] = ("?", None)
+    return _STORED_NONBONDED[key]
+
+
 def _same_weights(generator: BoltzmannGenerator, path: Path) -> bool:
     state = read_torch_file(path, "generator checkpoint of the move")  # checksums checked, as load_generator does
     saved = state.get("state_dict", {}) if isinstance(state, dict) else {}
@@ -223,6 +254,7 @@ class GeneratorMoveBase(MCMCMove):
         n = system.getNumParticles()
         if self._n_particles() != n:
             raise ValueError(f"the generator makes configurations of {self._n_particles()} particles, the System has {n}")
+        self._check_same_molecule(system)
         if system.getNumConstraints():
             raise ValueError(
                 f"the System has {system.getNumConstraints()} constraints; the moves need an unconstrained System "
@@ -231,6 +263,29 @@ class GeneratorMoveBase(MCMCMove):
         if self.frame_atoms is not None and system.usesPeriodicBoundaryConditions():
             raise ValueError("a generator that removes the rigid body needs an energy invariant under rigid motion, but the System is periodic")
         return context
+
+    def _check_same_molecule(self, system: openmm.System) -> None:
+        """``ValueError`` if the checkpoint stores a molecule whose atoms differ from the System's.
+
+        Compared: the charge, sigma and epsilon of every particle in the first
+        NonbondedForce, which neither hydrogen-mass repartitioning nor added restraints,
+        thermostats or barostats change.  Without a checkpoint, a stored molecule or a
+        NonbondedForce on both sides, only the particle count was checked.
+        """
+        if self._checkpoint is None or not Path(self._checkpoint).is_file():
+            return
+        name, stored = _stored_nonbonded(Path(self._checkpoint))
+        given = _nonbonded_parameters(system) if stored is not None else None
+        if stored is None or given is None or stored.shape != given.shape:
+            return
+        differ = np.flatnonzero(~np.all(np.isclose(stored, given, rtol=1e-6, atol=1e-9), axis=1))
+        if differ.size:
+            i = int(differ[0])
+            raise ValueError(
+                f"the generator was trained for another molecule ({name}, stored in {self._checkpoint}): particle {i} has "
+                f"charge, sigma, epsilon {given[i].round(6).tolist()} in the System, {stored[i].round(6).tolist()} there "
+                f"({differ.size} particles differ)"
+            )
 
     @staticmethod
     def _reduced_potentials(thermodynamic_state: Any, context: openmm.Context, x: np.ndarray, valid: np.ndarray) -> np.ndarray:
