@@ -127,6 +127,23 @@ def test_move_refuses_a_generator_of_another_molecule_with_as_many_atoms(ala2, f
     assert move.statistics["n_proposed"] == 0 and np.array_equal(sampler.positions, before)
 
 
+def test_hydrogen_mass_repartitioning_passes_the_molecule_check(ala2, frames):
+    """Hydrogens at 4 Da leave the ACE methyl carbon (in the rows of its hydrogen) at about
+    3 Da: still the same molecule.  A heavy atom of the rows where the System has an
+    ordinary hydrogen is not."""
+    from openmm_bg.simulation.langevin import repartition_hydrogen_mass
+
+    local, _, _ = local_generator_from_data(ala2.topology, frames, [0], coupling="affine", n_blocks=1, hidden=[8])
+    rows = local.local_coordinates.rows
+    hmr = repartition_hydrogen_mass(ala2.system, ala2.openmm_topology, 4.0)
+    carbon = int(rows[0, 1])
+    assert hmr.getParticleMass(carbon).value_in_unit(unit.dalton) < 3.1
+    local.local_coordinates.check_system(hmr)
+    hmr.setParticleMass(carbon, 1.008)
+    with pytest.raises(ValueError, match=f"atom {carbon} is a heavy atom in its rows, but has 1.008 Da"):
+        local.local_coordinates.check_system(hmr)
+
+
 def _conditional_by_quadrature(ala2, local, x0):
     """Exact means of r, theta, cos(phi), sin(phi) of the moved atom given the rest, at HOT."""
     context = openmm.Context(ala2.system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))

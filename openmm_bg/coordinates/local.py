@@ -38,6 +38,12 @@ from .zmatrix import build_zmatrix, validate_zmatrix
 
 __all__ = ["local_rows", "LocalInternalCoordinates", "select_atoms"]
 
+#: a hydrogen of the rows must be lighter than this in the System (Da; repartitioned hydrogens reach 4)
+HYDROGEN_MASS_MAX = 5.0
+#: a heavy atom of the rows must be at least this heavy (Da): repartitioning to 4 Da leaves a methyl
+#: carbon at about 3 Da, an ordinary hydrogen has 1.008
+HEAVY_MASS_MIN = 1.5
+
 
 def select_atoms(topology: Any, selection: str | Sequence[int]) -> np.ndarray:
     """Atom indices of an mdtraj selection string (or a list of indices), sorted; ``ValueError`` if empty or invalid."""
@@ -180,8 +186,13 @@ class LocalInternalCoordinates(torch.nn.Module):
         self.hydrogens_known.fill_(True)
 
     def check_system(self, system: Any) -> None:
-        """``ValueError`` unless ``system`` has the molecule's atom count and, where known, a light particle
-        (under 5 Da, hydrogen-mass repartitioning included) exactly where the rows hold a hydrogen."""
+        """``ValueError`` unless ``system`` has the molecule's atom count and, where known, masses that fit
+        the rows' elements: every hydrogen under 5 Da and every heavy atom at 1.5 Da or more.
+
+        The bounds allow hydrogen-mass repartitioning (hydrogens up to 4 Da, which can leave a
+        methyl carbon near 3 Da), and still catch a hydrogen where the System has a heavy atom
+        or a heavy atom where it has an ordinary hydrogen.
+        """
         n = system.getNumParticles()
         if n != self.n_atoms:
             raise ValueError(f"the local generator was built for a molecule of {self.n_atoms} atoms, the System has {n}")
@@ -189,12 +200,14 @@ class LocalInternalCoordinates(torch.nn.Module):
             return
         import openmm.unit as unit
 
-        light = torch.as_tensor([[system.getParticleMass(int(i)).value_in_unit(unit.dalton) < 5.0 for i in row] for row in self.rows.tolist()])
-        if not torch.equal(light, self.hydrogens):
-            row, col = (int(v) for v in (light != self.hydrogens).nonzero()[0])
+        mass = torch.as_tensor([[system.getParticleMass(int(i)).value_in_unit(unit.dalton) for i in row] for row in self.rows.tolist()])
+        wrong = torch.where(self.hydrogens, mass >= HYDROGEN_MASS_MAX, mass < HEAVY_MASS_MIN)
+        if wrong.any():
+            row, col = (int(v) for v in wrong.nonzero()[0])
             atom = int(self.rows[row, col])
-            raise ValueError(f"the local generator was built for another molecule: atom {atom} is "
-                             f"{'a hydrogen' if bool(self.hydrogens[row, col]) else 'a heavy atom'} in its rows but not in the System")
+            what = "a hydrogen" if bool(self.hydrogens[row, col]) else "a heavy atom"
+            raise ValueError(f"the local generator was built for another molecule: atom {atom} is {what} in its rows, "
+                             f"but has {float(mass[row, col]):.3f} Da in the System")
 
     @property
     def moved(self) -> Tensor:
