@@ -22,7 +22,9 @@ ones in a short timing, printed on the line "OpenMM platform ...".
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 from pathlib import Path
 
 from ._options import add_system_arguments, add_threads_argument, command_threads, requested_threads, resolve_command_system, training_workload
@@ -34,6 +36,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     """Add the arguments of ``openmm-bg train``."""
     add_system_arguments(parser, positional=True, hamiltonian=True)
     parser.add_argument("--trajectory", type=Path, required=True, help="MD trajectory (DCD, XTC, ...) matching the system's atoms")
+    parser.add_argument("--temperature", type=float, metavar="K",
+                        help="the generator's target temperature, recorded in the checkpoint for sample and free-energy "
+                             "(default: the system's)")
     parser.add_argument("--stride", type=int, default=1, help="use every n-th frame")
     parser.add_argument("--validation-fraction", type=float, default=0.1,
                         help="hold out this final fraction of the frames to measure over-fitting (default 0.1; 0: none)")
@@ -86,7 +91,11 @@ def run(args: argparse.Namespace) -> int:
     # held-out frames make the best generator known: keep it unless the settings say otherwise
     values.setdefault("keep", "best" if args.validation_fraction > 0 else "last")
     config = TrainingConfig.from_dict(values)
+    if args.temperature is not None and not (math.isfinite(args.temperature) and args.temperature > 0):
+        raise ValueError(f"--temperature must be a positive number of kelvin, got {args.temperature}")
     molecule = resolve_command_system("train", args)
+    if args.temperature is not None:
+        molecule = dataclasses.replace(molecule, temperature=float(args.temperature))
     frames = load_training_frames(molecule, [(args.trajectory, args.stride)], args.validation_fraction)
     architecture = {"n_blocks": args.blocks, "hidden": list(args.hidden), "coupling": args.coupling}
     workload = None if requested_threads(args) else _training_step(molecule, frames, config, architecture)
