@@ -161,6 +161,21 @@ def test_pdb_and_forcefield_files_match_a_direct_build():
         load_system(TRPZIP2_PDB, forcefield=["amber14-all.xml", "implicit/gbn2.xml"], implicit_solvent="OBC2")
 
 
+def test_the_pdb_placeholder_box_is_no_box_and_implicit_solvent_refuses_a_real_one(tmp_path):
+    """NMR entries and models carry CRYST1 1.000 1.000 1.000 (the PDB format's placeholder): the
+    structure is not periodic, so implicit solvent builds; a real box with implicit solvent is
+    one clear error, not OpenMM's "Illegal nonbonded method"."""
+    lines = open(TRPZIP2_PDB).read().splitlines()
+    placeholder, boxed = tmp_path / "placeholder.pdb", tmp_path / "boxed.pdb"
+    placeholder.write_text("\n".join(["CRYST1    1.000    1.000    1.000  90.00  90.00  90.00 P 1           1", *lines]) + "\n")
+    boxed.write_text("\n".join(["CRYST1   50.000   50.000   50.000  90.00  90.00  90.00 P 1           1", *lines]) + "\n")
+    mol = load_system(placeholder, forcefield=["amber14-all.xml", "implicit/gbn2.xml"], platform="Reference")
+    assert mol.box_vectors is None and not mol.system.usesPeriodicBoundaryConditions()
+    with pytest.raises(ValueError, match=r"implicit solvent \(implicit/gbn2.xml\) needs a structure without a periodic box"):
+        load_system(boxed, forcefield=["amber14-all.xml", "implicit/gbn2.xml"], platform="Reference")
+    assert load_system(boxed, forcefield=["amber14-all.xml"], platform="Reference").box_vectors is not None
+
+
 def test_serialized_system_matches_and_takes_no_build_options(tmp_path):
     prmtop = app.AmberPrmtopFile(str(PRMTOP))
     built = prmtop.createSystem(implicitSolvent=app.OBC1, constraints=app.HBonds)

@@ -227,7 +227,13 @@ def _built(structure: Path, system, forcefield, solvent: str | None, cutoff: flo
         )
     else:
         build, omm_top, positions, source, solvent = _openmm_forcefield(structure, forcefield, solvent)
+    if _placeholder_box(omm_top.getPeriodicBoxVectors()):
+        # CRYST1 1.000 1.000 1.000 marks a structure without a crystal box (NMR, models): not a 1 A periodic box
+        omm_top.setPeriodicBoxVectors(None)
     periodic = omm_top.getPeriodicBoxVectors() is not None
+    if periodic and solvent not in (None, "none"):
+        raise ValueError(f"implicit solvent ({solvent}) needs a structure without a periodic box, but {structure} has one "
+                         "(a CRYST1 record): remove it, or use explicit solvent")
     if periodic:
         options = {**options, "nonbondedMethod": app.PME, "nonbondedCutoff": (cutoff or 1.0) * unit.nanometer}
     elif cutoff is not None:
@@ -238,6 +244,14 @@ def _built(structure: Path, system, forcefield, solvent: str | None, cutoff: flo
     if periodic:
         omm_system.setDefaultPeriodicBoxVectors(*omm_top.getPeriodicBoxVectors())
     return omm_system, omm_top, positions, source, solvent
+
+
+def _placeholder_box(vectors) -> bool:
+    """True for the unit-cell placeholder of the PDB format (CRYST1 1.000 1.000 1.000: no crystal box)."""
+    if vectors is None:
+        return False
+    lengths = [np.linalg.norm(v.value_in_unit(unit.nanometer)) for v in vectors]
+    return all(abs(length - 0.1) < 1e-6 for length in lengths)
 
 
 def _amber(structure: Path, path: Path, solvent: str | None):
