@@ -1,6 +1,8 @@
-"""How the cost of a whole-molecule generator grows with the molecule: 22 atoms against 218.
+"""How the cost of a whole-molecule generator grows with the molecule: 22 atoms against 218 and 596.
 
-For ``ala2-vacuum`` (22 atoms) and ``trpzip2-implicit`` (218 atoms, amber14 + GBn2), each in
+For ``ala2-vacuum`` (22 atoms), ``trpzip2-implicit`` (218 atoms, amber14 + GBn2) and, where
+pdbfixer ships its test copy of 1VII, the villin headpiece (596 atoms with hydrogens,
+amber14 + GBn2, no constraints, loaded as a user's own PDB), each in
 a fresh process (so that peak memory is the system's own), it builds the package's default
 molecular generator (:func:`openmm_bg.generator.recipes.molecular_generator_from_data`, spline
 couplings) and times, side by side:
@@ -10,8 +12,8 @@ couplings) and times, side by side:
 * drawing 1,000 samples with their energies and weights;
 * one proposal of :class:`openmm_bg.moves.BoltzmannGeneratorMove` (``--proposals`` per apply);
 
-and prints the peak resident memory of each process, with the ratio 218-atom / 22-atom for
-every figure.  The generator is untrained (timings do not depend on its weights); the frames
+and prints the peak resident memory of each process, with the ratio of each to the 22-atom
+figure.  The generator is untrained (timings do not depend on its weights); the frames
 that fit its normalisation are the system's structure with 0.005 nm noise.  All figures are
 machine- and load-dependent.
 
@@ -28,7 +30,26 @@ import subprocess
 import sys
 import time
 
-SYSTEMS = ("ala2-vacuum", "trpzip2-implicit")
+SYSTEMS = ("ala2-vacuum", "trpzip2-implicit", "villin-implicit")
+
+
+def villin_pdb() -> str | None:
+    """pdbfixer's test copy of the villin headpiece (1VII, 596 atoms with hydrogens), or None."""
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec("pdbfixer")
+    path = os.path.join(os.path.dirname(spec.origin), "tests", "data", "test.pdb") if spec else ""
+    return path if os.path.exists(path) else None
+
+
+def load(system: str):
+    """The registered system, or villin built from pdbfixer's copy like trpzip2-implicit."""
+    from openmm_bg.molecules import get_system, load_system
+
+    if system != "villin-implicit":
+        return get_system(system)
+    return load_system(villin_pdb(), forcefield=["amber14-all.xml", "implicit/gbn2.xml"], platform="CPU", name="villin-implicit")
 
 
 def measure(system: str, batch: int, steps: int, proposals: int, applies: int, workers: int) -> dict:
@@ -40,13 +61,12 @@ def measure(system: str, batch: int, steps: int, proposals: int, applies: int, w
 
     from openmm_bg.energies.openmm_bridge import OpenMMEnergy
     from openmm_bg.generator.recipes import molecular_generator_from_data
-    from openmm_bg.molecules import get_system
     from openmm_bg.moves import BoltzmannGeneratorMove
     from openmm_bg.training.trainer import Trainer, TrainingConfig
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    mol = get_system(system)
+    mol = load(system)
     rng = np.random.default_rng(0)
     frames = mol.positions[None] + 0.005 * rng.standard_normal((64, mol.n_atoms, 3))
     energy = OpenMMEnergy(mol.system, mol.temperature, platform=mol.platform, n_workers=workers)
@@ -92,7 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure(args.one, args.batch, args.steps, args.proposals, args.applies, args.workers)))
         return 0
     rows = []
-    for system in SYSTEMS:
+    systems = [s for s in SYSTEMS if s != "villin-implicit" or villin_pdb()]
+    if len(systems) < len(SYSTEMS):
+        print("villin-implicit: skipped (pdbfixer's test copy of 1VII not found)")
+    for system in systems:
         child = [sys.executable, "-m", "benchmarks.scaling", "--one", system, "--batch", str(args.batch), "--steps", str(args.steps),
                  "--proposals", str(args.proposals), "--applies", str(args.applies), "--workers", str(args.workers)]
         out = subprocess.run(child, capture_output=True, text=True)
@@ -104,17 +127,14 @@ def main(argv: list[str] | None = None) -> int:
             ("seconds_per_1000_samples", "s / 1000 samples with energies", "%.2f"),
             ("seconds_per_move_proposal", "ms / BG-move proposal", None),
             ("peak_rss_mb", "peak memory, MB", "%.0f")]
-    a, b = rows
-    print(f"{'':40s} {a['system'] + ' (%d atoms)' % a['atoms']:>26s} {b['system'] + ' (%d atoms)' % b['atoms']:>30s} {'ratio':>7s}")
+    a = rows[0]
+    header = "".join(f"{r['system'] + ' (%d atoms)' % r['atoms']:>30s}" for r in rows)
+    print(f"{'':40s}{header}" + "".join(f"{'ratio %d/%d' % (r['atoms'], a['atoms']):>14s}" for r in rows[1:]))
     for key, label, fmt in keys:
-        va, vb = a[key], b[key]
-        if fmt is None:
-            sa, sb = f"{1000 * va:.2f}", f"{1000 * vb:.2f}"
-        else:
-            sa, sb = fmt % va, fmt % vb
-        print(f"{label:40s} {sa:>26s} {sb:>30s} {vb / va:7.1f}")
-    print(f"coordinates: {a['coordinates']} and {b['coordinates']}; platforms {a['platform']}, {b['platform']}; one torch thread; "
-          f"energy workers {args.workers}; machine- and load-dependent")
+        cells = [f"{1000 * r[key]:.2f}" if fmt is None else fmt % r[key] for r in rows]
+        print(f"{label:40s}" + "".join(f"{c:>30s}" for c in cells) + "".join(f"{r[key] / a[key]:14.1f}" for r in rows[1:]))
+    print(f"coordinates: {', '.join(str(r['coordinates']) for r in rows)}; platforms {', '.join(r['platform'] for r in rows)}; "
+          f"one torch thread; energy workers {args.workers}; machine- and load-dependent")
     if args.output:
         with open(args.output, "w") as handle:
             json.dump({"settings": vars(args), "rows": rows}, handle, indent=1)
