@@ -155,6 +155,27 @@ def test_two_sided_with_the_generator_samples_balanced_is_unbiased_and_silent():
     assert abs(r["delta_f_kT"] - exact_delta_f()) < NSIGMA * r["error_kT"]
 
 
+def test_two_sided_warns_about_poor_overlap_not_about_a_heavy_forward_tail():
+    """A narrow generator (width 0.5) has heavy-tailed weights over its own samples (forward
+    k-hat above 0.7) but overlaps each state's samples: no warning, and the estimate covers
+    the exact answer.  A generator of width 0.05 barely overlaps the states' samples: each leg
+    whose pymbar BAR overlap is below MIN_BAR_OVERLAP is named."""
+    from openmm_bg.analysis.states import MIN_BAR_OVERLAP
+
+    rng = np.random.default_rng(5)
+    x, log_w, (w_a, w_b) = case(rng, proposal_sd=0.5, n_gen=20_000)
+    r = two_sided_state_free_energy(log_w, x < 0, x > 0, w_a, w_b, decorrelate=False, n_bootstrap=50, seed=3, warn=False)
+    assert max(r["k_hat_forward_a"], r["k_hat_forward_b"]) > 0.7 and min(r["overlap_a"], r["overlap_b"]) > MIN_BAR_OVERLAP
+    assert r["reliable"] and not r["warnings"], r["warnings"]
+    assert abs(r["delta_f_kT"] - exact_delta_f()) < NSIGMA * r["error_kT"]
+
+    x, log_w, (w_a, w_b) = case(np.random.default_rng(11), proposal_sd=0.05, n_gen=20_000)
+    with pytest.warns(UnreliableWeightsWarning, match="barely overlap"):
+        r = two_sided_state_free_energy(log_w, x < 0, x > 0, w_a, w_b, decorrelate=False, n_bootstrap=20, seed=3)
+    assert max(r["overlap_a"], r["overlap_b"]) < MIN_BAR_OVERLAP and not r["reliable"]
+    assert [m.split(":")[0] for m in r["warnings"]] == ["state A", "state B"]
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
