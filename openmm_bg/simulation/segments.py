@@ -29,7 +29,7 @@ import numpy as np
 
 from .tempering import TemperingData, read_parallel_tempering
 
-__all__ = ["SegmentedRepeat", "export_segment", "read_segments", "segment_path", "committed_segments"]
+__all__ = ["SegmentedRepeat", "export_segment", "read_segments", "segment_path", "committed_segments", "check_settings"]
 
 
 def segment_path(folder: str | Path, repeat: int, segment: int) -> Path:
