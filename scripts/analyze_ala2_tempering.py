@@ -42,6 +42,8 @@ def condense_segments(folder: Path) -> dict:
         potential_energy=np.stack([run.potential_energy[:n] for run in runs]).astype(np.float32),
         phi=np.stack([run.collective_variables["phi"][:n] for run in runs]).astype(np.float32),
         psi=np.stack([run.collective_variables["psi"][:n] for run in runs]).astype(np.float32),
+        **{name: np.stack([run.collective_variables[name][:n] for run in runs]).astype(np.float32)
+           for name in ("omega1", "omega2") if all(name in run.collective_variables for run in runs)},
         steps_per_iteration=runs[0].steps_per_iteration,
         settings=json.loads((folder / "settings.json").read_text()),
         files=[f"repeat{r}/segment{k}.npz" for r, run in zip(indices, runs) for k in range(len(run.seeds))],
@@ -100,6 +102,10 @@ def main() -> None:
     parser.add_argument("--thin", type=int, default=1, help="use every THIN-th iteration (MBAR cost grows with samples)")
     parser.add_argument("--n-bootstrap", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--isomers", choices=["trans", "all"], default="trans",
+                        help="trans (default, where the data hold the peptide torsions omega1/omega2): both states "
+                             "require both peptide bonds trans, |omega| > 90 deg, as MD at 300 K and the BG chain sample; "
+                             "all: cis configurations count too")
     args = parser.parse_args()
 
     data = condense(args.folder, args.system)
@@ -113,8 +119,17 @@ def main() -> None:
     n_repeats, n_iter, n_states = energy.shape
     kept = slice(args.discard, None, args.thin)
     u = [energy[r, kept, :, None] / (MOLAR_GAS_CONSTANT * temperatures)[None, None, :] for r in range(n_repeats)]
-    negative = [phi[r, kept] < 0 for r in range(n_repeats)]
-    positive = [phi[r, kept] > 0 for r in range(n_repeats)]
+    has_omega = "omega1" in data and "omega2" in data
+    if has_omega:
+        trans = (np.abs(data["omega1"]) > np.pi / 2) & (np.abs(data["omega2"]) > np.pi / 2)
+    else:
+        if args.isomers == "trans":
+            print("warning: these data hold no peptide torsions; cis configurations, if any, count in the states")
+        trans = np.ones_like(phi, dtype=bool)
+    if args.isomers == "all":
+        trans = np.ones_like(phi, dtype=bool)
+    negative = [(phi[r, kept] < 0) & trans[r, kept] for r in range(n_repeats)]
+    positive = [(phi[r, kept] > 0) & trans[r, kept] for r in range(n_repeats)]
     # the bootstrap error should level off with the block length; checked at half and twice it
     result, block_errors, block_warning = bootstrap_errors_by_block_length(
         u, negative, positive, args.block_length, args.n_bootstrap, args.seed, n_iter - args.discard, thin=args.thin)
@@ -122,7 +137,11 @@ def main() -> None:
     reference = {
         "system": args.system,
         "temperature_K": float(temperatures[0]),
-        "definition": "delta_f = F(phi > 0) - F(phi < 0) = -ln(p(phi>0) / p(phi<0)) at the lowest temperature, kT",
+        "definition": "delta_f = F(phi > 0) - F(phi < 0) = -ln(p(phi>0) / p(phi<0)) at the lowest temperature, kT"
+        + (", both peptide bonds trans (|omega1|, |omega2| > 90 deg) in both states" if has_omega and args.isomers == "trans" else ""),
+        "isomers": args.isomers if has_omega else "all (no peptide torsions stored)",
+        "cis_fraction_by_temperature": None if not has_omega else
+        [float(np.mean(~trans[:, args.discard :, k])) for k in range(n_states)],
         "delta_f_kT": result.delta_f,
         "error_kT": result.error,
         "bootstrap_error_kT": result.bootstrap_error,

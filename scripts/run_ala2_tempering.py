@@ -114,7 +114,7 @@ def main() -> None:
     per_replica = (SeededHMCMove(args.timestep, args.steps, args.trajectory_steps).force_evaluations
                    if args.integrator == "hmc" else args.steps)
     per_iteration = energy_evaluations(1, len(temperatures), per_replica) - len(temperatures)
-    cvs = {name: mol.collective_variables[name] for name in ("phi", "psi")}
+    cvs = {**{name: mol.collective_variables[name] for name in ("phi", "psi")}, **omega_variables(mol)}
     plan = {r: _segment_plan(args, mol, r) for r in repeats}
 
     def advance(r, target):
@@ -129,6 +129,24 @@ def main() -> None:
         return f"reached {offset + held['iterations']} iterations (segment {k})"
 
     grow_in_rounds(args.out, repeats, args.iterations, args.round, advance)
+
+
+def omega_variables(mol) -> dict:
+    """The two peptide-bond torsions of alanine dipeptide (radians; trans near +-pi).
+
+    ``omega1`` is CH3-C(ACE)-N-CA, ``omega2`` CA-C-N-C(NME).  The hot replicas visit cis
+    bonds, which the exchanges carry down; the analysis uses them to define the states.
+    """
+    import mdtraj
+
+    names = {(a.residue.name, a.name): a.index for a in mol.topology.atoms}
+    quads = np.array([[names["ACE", "CH3"], names["ACE", "C"], names["ALA", "N"], names["ALA", "CA"]],
+                      [names["ALA", "CA"], names["ALA", "C"], names["NME", "N"], names["NME", "C"]]])
+
+    def torsion(k):
+        return lambda xyz: mdtraj.compute_dihedrals(mdtraj.Trajectory(np.asarray(xyz), mol.topology), quads[k : k + 1])[:, 0]
+
+    return {"omega1": torsion(0), "omega2": torsion(1)}
 
 
 def _storage_name(repeat: int, segment: int) -> str:
