@@ -69,14 +69,11 @@ def condense(folder: Path, system_name: str) -> dict:
         for r in runs
     ]
     temperatures = runs[0].temperatures
-    kT = MOLAR_GAS_CONSTANT * temperatures
     energy, phi, psi = [], [], []
     for run in runs:
         if not np.allclose(run.temperatures, temperatures) or not np.array_equal(run.checkpoint_iterations, np.arange(n)):
             raise ValueError("repeats must share temperatures and store positions at every iteration")
-        # energy of each replica's configuration, from its reduced potential in its own state
-        own = np.take_along_axis(run.reduced_potentials, run.replica_states[:, :, None], axis=2)[:, :, 0]
-        energy.append(run.by_state(own * kT[run.replica_states]))
+        energy.append(run.potential_energies())
         xyz = run.positions.reshape(-1, mol.n_atoms, 3)
         phi.append(run.by_state(mol.collective_variables["phi"](xyz).reshape(n, -1)))
         psi.append(run.by_state(mol.collective_variables["psi"](xyz).reshape(n, -1)))
@@ -120,14 +117,10 @@ def main() -> None:
     kept = slice(args.discard, None, args.thin)
     u = [energy[r, kept, :, None] / (MOLAR_GAS_CONSTANT * temperatures)[None, None, :] for r in range(n_repeats)]
     has_omega = "omega1" in data and "omega2" in data
-    if has_omega:
-        trans = (np.abs(data["omega1"]) > np.pi / 2) & (np.abs(data["omega2"]) > np.pi / 2)
-    else:
-        if args.isomers == "trans":
-            print("warning: these data hold no peptide torsions; cis configurations, if any, count in the states")
-        trans = np.ones_like(phi, dtype=bool)
-    if args.isomers == "all":
-        trans = np.ones_like(phi, dtype=bool)
+    if args.isomers == "trans" and not has_omega:
+        print("warning: these data hold no peptide torsions; cis configurations, if any, count in the states")
+    is_trans = (np.abs(data["omega1"]) > np.pi / 2) & (np.abs(data["omega2"]) > np.pi / 2) if has_omega else None
+    trans = is_trans if args.isomers == "trans" and has_omega else np.ones_like(phi, dtype=bool)
     negative = [(phi[r, kept] < 0) & trans[r, kept] for r in range(n_repeats)]
     positive = [(phi[r, kept] > 0) & trans[r, kept] for r in range(n_repeats)]
     # the bootstrap error should level off with the block length; checked at half and twice it
@@ -141,7 +134,7 @@ def main() -> None:
         + (", both peptide bonds trans (|omega1|, |omega2| > 90 deg) in both states" if has_omega and args.isomers == "trans" else ""),
         "isomers": args.isomers if has_omega else "all (no peptide torsions stored)",
         "cis_fraction_by_temperature": None if not has_omega else
-        [float(np.mean(~trans[:, args.discard :, k])) for k in range(n_states)],
+        [float(np.mean(~is_trans[:, args.discard :, k])) for k in range(n_states)],
         "delta_f_kT": result.delta_f,
         "error_kT": result.error,
         "bootstrap_error_kT": result.bootstrap_error,

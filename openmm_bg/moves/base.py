@@ -48,12 +48,17 @@ def clear_generator_cache() -> None:
     _GENERATOR_CACHE.clear()
 
 
+def _file_key(path: Path) -> tuple[str, int, int]:
+    """A cache key that changes when the file does: resolved path, modification time, size."""
+    stat = path.stat()
+    return (str(path), stat.st_mtime_ns, stat.st_size)
+
+
 def _load_cached(path: Path) -> BoltzmannGenerator:
     path = path.resolve()
     if not path.is_file():
         raise FileNotFoundError(f"generator checkpoint of the move not found: {path}")
-    stat = path.stat()
-    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    key = _file_key(path)
     if key not in _GENERATOR_CACHE:
         generator = load_generator(path)
         generator.eval()
@@ -78,8 +83,7 @@ def _nonbonded_parameters(system: openmm.System) -> np.ndarray | None:
 def _stored_nonbonded(path: Path) -> tuple[str, np.ndarray | None]:
     """The name and nonbonded parameters of the molecule a generator checkpoint stores."""
     path = path.resolve()
-    stat = path.stat()
-    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    key = _file_key(path)
     if key not in _STORED_NONBONDED:
         state = read_torch_file(path, "generator checkpoint of the move")
         metadata = state.get("metadata", {}) if isinstance(state, dict) else {}

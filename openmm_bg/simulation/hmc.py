@@ -27,11 +27,10 @@ import openmm.unit as unit
 from openmmtools.mcmc import MCMCMove
 
 from .._validation import ensure_count
+from ..units import kt_kjmol, positions_nm, read_energy_forces
 from .langevin import derive_seed
 
 __all__ = ["SeededHMCMove"]
-
-_KJ_PER_MOL = unit.kilojoule_per_mole
 
 
 class SeededHMCMove(MCMCMove):
@@ -134,12 +133,13 @@ class SeededHMCMove(MCMCMove):
         sampler_state.apply_to_context(context, ignore_velocities=True)
         self.n_applied += 1
         rng = np.random.default_rng(derive_seed(self.seed, self.n_applied))
-        kT = thermodynamic_state.kT.value_in_unit(_KJ_PER_MOL)
+        kT = kt_kjmol(thermodynamic_state.temperature)
         inverse_mass = (1.0 / mass)[:, None]
         sigma = np.sqrt(kT * inverse_mass)
 
         state = context.getState(getEnergy=True, getForces=True, getPositions=True)
-        x, u, f = _positions(state), _potential(state), _forces(state)
+        f = np.empty((system.getNumParticles(), 3))
+        x, u = positions_nm(state.getPositions(asNumpy=True)), read_energy_forces(state, f)
         if not (np.isfinite(u) and np.all(np.isfinite(f))):
             raise ValueError(f"the starting configuration has a non-finite energy or force (U = {u} kJ/mol)")
         if momentum_free:
@@ -216,8 +216,10 @@ def velocity_verlet(context, integrator, velocities, forces, half_kick, n_steps)
     context.setVelocities(velocities - half_kick * forces)
     integrator.step(n_steps)
     end = context.getState(getEnergy=True, getForces=True, getPositions=True, getVelocities=True)
-    forces_end = _forces(end)
-    return _positions(end), _velocities(end) + half_kick * forces_end, _potential(end), forces_end
+    forces_end = np.empty_like(forces)
+    potential = read_energy_forces(end, forces_end)
+    velocities_end = end.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
+    return positions_nm(end.getPositions(asNumpy=True)), velocities_end + half_kick * forces_end, potential, forces_end
 
 
 def _check_zero_net_force(forces: np.ndarray) -> None:
@@ -227,19 +229,3 @@ def _check_zero_net_force(forces: np.ndarray) -> None:
             f"the System has a CMMotionRemover but its forces do not sum to zero (net {net:.3g} kJ/mol/nm): the "
             "remover would change the momentum inside a trajectory; remove the CMMotionRemover for hybrid Monte Carlo"
         )
-
-
-def _positions(state) -> np.ndarray:
-    return np.asarray(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer), dtype=np.float64)
-
-
-def _velocities(state) -> np.ndarray:
-    return np.asarray(state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond), dtype=np.float64)
-
-
-def _forces(state) -> np.ndarray:
-    return np.asarray(state.getForces(asNumpy=True).value_in_unit(_KJ_PER_MOL / unit.nanometer), dtype=np.float64)
-
-
-def _potential(state) -> float:
-    return float(state.getPotentialEnergy().value_in_unit(_KJ_PER_MOL))

@@ -87,11 +87,7 @@ def export_segment(
                          data.checkpoint_iterations[:n], data.steps_per_iteration, data.bias_scales)
     if data.bias_scales is not None:
         raise ValueError("segments hold temperature ladders only; a bias-exchange run has bias scales")
-    from ..units import MOLAR_GAS_CONSTANT
-
-    kT = MOLAR_GAS_CONSTANT * data.temperatures
-    own = np.take_along_axis(data.reduced_potentials, data.replica_states[:, :, None], axis=2)[:, :, 0]
-    energy = data.by_state(own * kT[data.replica_states])
+    energy = data.potential_energies()
     xyz = data.by_state(data.positions)  # (n, n_states, n_atoms, 3)
     n_atoms = xyz.shape[2]
     cvs = {name: np.asarray(fn(xyz.reshape(-1, n_atoms, 3)), dtype=np.float64).reshape(n, -1) for name, fn in collective_variables.items()}

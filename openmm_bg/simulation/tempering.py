@@ -314,6 +314,18 @@ class TemperingData:
         """Stored iterations, including iteration 0."""
         return len(self.replica_states)
 
+    def potential_energies(self) -> np.ndarray:
+        """Potential energy (kJ/mol) of the configuration in each state, shape (n_iterations, n_states).
+
+        From each replica's reduced potential in its own state; for temperature states only
+        (a bias-exchange state's reduced potential holds its bias too).
+        """
+        from ..units import MOLAR_GAS_CONSTANT
+
+        kT = MOLAR_GAS_CONSTANT * self.temperatures
+        own = np.take_along_axis(self.reduced_potentials, self.replica_states[:, :, None], axis=2)[:, :, 0]
+        return self.by_state(own * kT[self.replica_states])
+
     def by_state(self, values: np.ndarray) -> np.ndarray:
         """Reorder a per-replica array into per-state order.
 
